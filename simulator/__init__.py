@@ -1,0 +1,1 @@
+"""rtsim: a fake OpenAI Realtime server with fault injection."""
