@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # `func(args) -> int` is the exit status. A module that is not present yet is skipped.
 COMMAND_MODULES = (
     "simulator.serve",
+    "simulator.demo",
     "simulator.audio",
     "simulator.toxiproxy.command",
 )

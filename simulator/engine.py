@@ -1,0 +1,884 @@
+"""The session engine: one Realtime session as a pure state machine, with no sockets and no clock of its own.
+
+A transport feeds it client events (`receive`) and the time (`advance`), asks when it next needs the
+time (`next_deadline`), and sends what it produced (`drain`) until it asks to be closed (`close_request`).
+The same engine serves WebSocket and WebRTC, and tests drive it directly.
+
+Responses are generators: each yields the monotonic time at which it wants to continue, emitting events
+between yields. Pacing, cancellation (client or barge-in) and session expiry are then plain state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from . import audio, session_config
+from .dialect import GA, Dialect
+from .model import Reply, ScriptedModel, count_tokens, item_text
+from .protocol import (
+    IdFactory,
+    RealtimeError,
+    check_event_type,
+    client_event_id,
+    invalid_type,
+    invalid_value,
+    missing_parameter,
+)
+from .schema import AnyValue, Enum, Int, List, Obj, OneOf, Str, Tagged, check
+
+ExpiryEnding = Literal["error", "close", "both"]
+AUDIO_EVENT_TYPES = frozenset({"response.output_audio.delta", "input_audio_buffer.append"})
+BYTES_PER_MS = audio.SAMPLE_RATE * 2 // 1000  # pcm16 mono at 24 kHz
+AUDIO_TOKENS_PER_SECOND = 10  # the real service bills roughly ten audio tokens per second
+
+
+@dataclass
+class Limits:
+    """Every limit a session obeys. Times are seconds; scale them down to compress an hour into seconds."""
+
+    max_session: float = 3600.0
+    context_window: int = 32768
+    response_latency: float = 0.0
+    expiry_ending: ExpiryEnding = "both"
+    chunk_ms: int = 100
+    pacing: float = 1.0  # 1.0 = audio delivered in real time; 0 = as fast as possible
+
+
+@dataclass
+class Item:
+    data: dict[str, Any]
+    tokens: int
+    audio_ms: int = 0  # assistant audio generated (truncation bound) or user audio received
+
+    @property
+    def id(self) -> str:
+        return self.data["id"]
+
+
+@dataclass
+class Output:
+    """One output item of a response, with how far its delivery got (what a cancel must close)."""
+
+    item: dict[str, Any]
+    kind: Literal["audio", "text", "function_call"]
+    full_text: str = ""
+    sent_text: str = ""
+    audio_ms: int = 0
+    part_open: bool = False
+
+
+@dataclass
+class ResponseRun:
+    id: str
+    in_conversation: bool
+    modality: str
+    config: dict[str, Any]
+    reply: Reply
+    input_tokens: int
+    created_at: float
+    metadata: dict[str, Any] | None = None
+    outputs: list[Output] = field(default_factory=list)
+    steps: Iterator[float] | None = None
+    next_due: float = 0.0
+
+    @property
+    def current(self) -> Output | None:
+        return self.outputs[-1] if self.outputs else None
+
+
+# ---- client event specs (top level; nested payloads are checked with the session schema) --------
+
+_CONTENT_PART = Obj(
+    {
+        "type": Str(),
+        "text": Str(),
+        "audio": Str(),
+        "transcript": OneOf((Str(), Enum((None,)))),
+        "image_url": Str(),
+        "detail": Str(),
+    }
+)
+_MESSAGE = Obj(
+    {
+        "id": Str(max_length=32),
+        "type": Str(),
+        "object": Str(),
+        "status": Str(),
+        "role": Enum(("user", "assistant", "system")),
+        "content": List(_CONTENT_PART),
+    },
+    required=("role", "content"),
+)
+_FUNCTION_CALL = Obj(
+    {
+        "id": Str(max_length=32),
+        "type": Str(),
+        "object": Str(),
+        "status": Str(),
+        "name": Str(),
+        "call_id": Str(),
+        "arguments": Str(),
+    },
+    required=("name", "arguments"),
+)
+_FUNCTION_OUTPUT = Obj(
+    {
+        "id": Str(max_length=32),
+        "type": Str(),
+        "object": Str(),
+        "status": Str(),
+        "call_id": Str(),
+        "output": Str(),
+    },
+    required=("call_id", "output"),
+)
+ITEM = Tagged(
+    "type",
+    {"message": _MESSAGE, "function_call": _FUNCTION_CALL, "function_call_output": _FUNCTION_OUTPUT},
+)
+PARTS_BY_ROLE = {
+    "user": ("input_text", "input_audio", "input_image"),
+    "system": ("input_text",),
+    "assistant": ("output_text", "output_audio"),
+}
+RESPONSE_PARAMS = Obj(
+    {
+        "conversation": OneOf((Enum(("auto", "none")), Str())),
+        "output_modalities": session_config.MODALITIES,
+        "instructions": Str(),
+        "audio": Obj({"output": Obj({"format": session_config.AUDIO_FORMAT, "voice": session_config.VOICE})}),
+        "tools": session_config.TOOLS,
+        "tool_choice": session_config.TOOL_CHOICE,
+        "max_output_tokens": session_config.MAX_OUTPUT_TOKENS,
+        "metadata": AnyValue(),
+        "prompt": AnyValue(),
+        "input": List(AnyValue()),
+        # beta names, accepted from beta sessions
+        "modalities": session_config.MODALITIES,
+        "voice": session_config.VOICE,
+        "output_audio_format": session_config.BETA_FORMAT,
+        "temperature": AnyValue(),
+        "max_response_output_tokens": session_config.MAX_OUTPUT_TOKENS,
+    }
+)
+EVENT_FIELDS: dict[str, Obj] = {
+    "session.update": Obj({"type": Str(), "event_id": Str(), "session": AnyValue()}, required=("session",)),
+    "input_audio_buffer.append": Obj({"type": Str(), "event_id": Str(), "audio": Str()}, required=("audio",)),
+    "input_audio_buffer.commit": Obj({"type": Str(), "event_id": Str()}),
+    "input_audio_buffer.clear": Obj({"type": Str(), "event_id": Str()}),
+    "output_audio_buffer.clear": Obj({"type": Str(), "event_id": Str()}),
+    "conversation.item.create": Obj(
+        {
+            "type": Str(),
+            "event_id": Str(),
+            "previous_item_id": OneOf((Str(), Enum((None,)))),
+            "item": AnyValue(),
+        },
+        required=("item",),
+    ),
+    "conversation.item.retrieve": Obj(
+        {"type": Str(), "event_id": Str(), "item_id": Str()}, required=("item_id",)
+    ),
+    "conversation.item.delete": Obj(
+        {"type": Str(), "event_id": Str(), "item_id": Str()}, required=("item_id",)
+    ),
+    "conversation.item.truncate": Obj(
+        {"type": Str(), "event_id": Str(), "item_id": Str(), "content_index": Int(0), "audio_end_ms": Int(0)},
+        required=("item_id", "content_index", "audio_end_ms"),
+    ),
+    "response.create": Obj({"type": Str(), "event_id": Str(), "response": RESPONSE_PARAMS}),
+    "response.cancel": Obj({"type": Str(), "event_id": Str(), "response_id": Str()}),
+}
+
+
+def audio_tokens(ms: int) -> int:
+    return math.ceil(ms * AUDIO_TOKENS_PER_SECOND / 1000)
+
+
+class Session:
+    """One Realtime session. Construct it, call `start(now)`, then feed it events and time."""
+
+    def __init__(
+        self,
+        *,
+        ids: IdFactory,
+        model: ScriptedModel,
+        now: float,
+        wall: float,
+        limits: Limits | None = None,
+        model_name: str = session_config.DEFAULT_MODEL,
+        dialect: Dialect = GA,
+        initial_config: dict[str, Any] | None = None,
+        max_session_minutes_label: float | None = None,
+    ) -> None:
+        self.ids = ids
+        self.model = model
+        self.limits = limits or Limits()
+        self.dialect = dialect
+        self.id = ids.new("sess")
+        self.conversation_id = ids.new("conv")
+        self.config = session_config.default_session(model_name)
+        if initial_config:
+            self.config = session_config.merge_ga(self.config, initial_config)
+        self.started_at = now
+        self.deadline = now + self.limits.max_session
+        self.expires_at = int(wall + self.limits.max_session)
+        minutes = (
+            max_session_minutes_label
+            if max_session_minutes_label is not None
+            else self.limits.max_session / 60
+        )
+        self.expiry_message = f"Your session hit the maximum duration of {minutes:g} minutes."
+        self.items: list[Item] = []
+        self.by_id: dict[str, Item] = {}
+        self.responses: list[ResponseRun] = []
+        self.outbox: list[dict[str, Any]] = []
+        self.close_request: tuple[int, str] | None = None
+        self.assistant_audio_present = False
+        self.input_buffer = bytearray()
+        self.response_count = 0
+
+    # ---- transport-facing API -------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self._emit({"type": "session.created", "session": self._session_object()})
+
+    def receive(self, event: dict[str, Any], now: float) -> None:
+        """Handle one decoded client event. Client mistakes become `error` events; the session goes on."""
+        if self.close_request is not None:
+            return
+        try:
+            event_type = check_event_type(event)
+            check(EVENT_FIELDS[event_type], event)
+            handler = getattr(self, "_on_" + event_type.replace(".", "_"))
+            handler(event, now)
+        except RealtimeError as exc:
+            self.error(exc, client_event_id(event))
+        self.advance(now)
+
+    def advance(self, now: float) -> None:
+        """Run everything due by `now`: paced response steps, then the session cap."""
+        for run in list(self.responses):
+            while run.steps is not None and run.next_due <= now and self.close_request is None:
+                try:
+                    run.next_due = next(run.steps)
+                except StopIteration:
+                    run.steps = None
+                    self._finish(run, "completed", None)
+        if now >= self.deadline and self.close_request is None:
+            self.expire()
+
+    def next_deadline(self) -> float | None:
+        if self.close_request is not None:
+            return None
+        due = [run.next_due for run in self.responses if run.steps is not None]
+        due.append(self.deadline)
+        return min(due)
+
+    def drain(self) -> list[dict[str, Any]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def error(self, exc: RealtimeError, client_event_id: str | None = None) -> None:
+        self._emit({"type": "error", "error": exc.body(client_event_id)})
+
+    def expire(self) -> None:
+        """The session cap: the `session_expired` error event, a 1001 close, or both (as configured)."""
+        for run in self.responses:  # the real server just ends: no response.done for what was cut off
+            if run.steps is not None:
+                run.steps.close()
+                run.steps = None
+        self.responses.clear()
+        ending = self.limits.expiry_ending
+        if ending in ("error", "both"):
+            self.error(RealtimeError(self.expiry_message, code="session_expired"))
+        if ending == "error":
+            self.close_request = (1000, "")
+        else:
+            self.close_request = (1001, self.expiry_message)
+
+    def cancel_response(self, reason: str, now: float) -> bool:
+        """End the active in-conversation response as cancelled (client cancel or barge-in)."""
+        for run in self.responses:
+            if run.in_conversation:
+                self._finish(run, "cancelled", {"type": "cancelled", "reason": reason})
+                return True
+        return False
+
+    @property
+    def active_response(self) -> ResponseRun | None:
+        return next((run for run in self.responses if run.in_conversation), None)
+
+    # ---- emission ----------------------------------------------------------------------------------
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if "item" in event:  # items keep changing after they are announced; the event shows them as they were
+            event["item"] = snapshot(event["item"])
+        event["event_id"] = self.ids.event()
+        out = self.dialect.outgoing(event)
+        if out is not None:
+            self.outbox.append(out)
+
+    def _session_object(self) -> dict[str, Any]:
+        return self.dialect.render_session(self.config, session_id=self.id, expires_at=self.expires_at)
+
+    # ---- session -----------------------------------------------------------------------------------
+
+    def _on_session_update(self, event: dict[str, Any], now: float) -> None:
+        update = event["session"]
+        if not isinstance(update, dict):
+            raise invalid_type("session", "an object", update)
+        merged = self.dialect.session_update(self.config, update)
+        new_voice = merged["audio"]["output"]["voice"]
+        if self.assistant_audio_present and new_voice != self.config["audio"]["output"]["voice"]:
+            raise RealtimeError(
+                "Cannot update a conversation's voice if assistant audio is present.",
+                code="cannot_update_voice",
+                param="session.audio.output.voice",
+            )
+        self.config = merged
+        self._emit({"type": "session.updated", "session": self._session_object()})
+
+    # ---- input audio buffer -----------------------------------------------------------------------
+
+    def _on_input_audio_buffer_append(self, event: dict[str, Any], now: float) -> None:
+        try:
+            raw = base64.b64decode(event["audio"], validate=True)
+        except (binascii.Error, ValueError):
+            raise RealtimeError(
+                "Invalid 'audio'. Expected base64-encoded audio bytes.", code="invalid_value", param="audio"
+            ) from None
+        self.input_buffer += self._to_pcm16(raw)
+
+    def _to_pcm16(self, raw: bytes) -> bytes:
+        fmt = self.config["audio"]["input"]["format"]["type"]
+        if fmt == "audio/pcmu":
+            return audio.resample(audio.ulaw_decode(raw), 8000, audio.SAMPLE_RATE).tobytes()
+        if fmt == "audio/pcma":
+            return audio.resample(audio.alaw_decode(raw), 8000, audio.SAMPLE_RATE).tobytes()
+        return raw[: len(raw) - len(raw) % 2]
+
+    def _on_input_audio_buffer_commit(self, event: dict[str, Any], now: float) -> None:
+        ms = len(self.input_buffer) / BYTES_PER_MS
+        if ms < 100:
+            raise RealtimeError(
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+                f"but buffer only has {ms:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+            )
+        self._commit_input(now)
+
+    def _commit_input(self, now: float) -> Item:
+        ms = len(self.input_buffer) // BYTES_PER_MS
+        self.input_buffer.clear()
+        item_id = self.ids.new("item")
+        previous = self.items[-1].id if self.items else None
+        self._emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
+        turn = sum(1 for it in self.items if _is_user_audio(it.data))
+        transcript = self.model.transcribe(turn)
+        data = {
+            "id": item_id,
+            "type": "message",
+            "object": "realtime.item",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": transcript}],
+        }
+        return self._insert(Item(data, audio_tokens(ms), audio_ms=ms), previous)
+
+    def _on_input_audio_buffer_clear(self, event: dict[str, Any], now: float) -> None:
+        self.input_buffer.clear()
+        self._emit({"type": "input_audio_buffer.cleared"})
+
+    def _on_output_audio_buffer_clear(self, event: dict[str, Any], now: float) -> None:
+        # Over WebSocket there is no server-side output buffer to clear; the real service rejects it.
+        raise RealtimeError(
+            "output_audio_buffer.clear is only supported for WebRTC sessions.",
+            code="unsupported_event",
+            param="type",
+        )
+
+    # ---- conversation ------------------------------------------------------------------------------
+
+    def _on_conversation_item_create(self, event: dict[str, Any], now: float) -> None:
+        item = self._checked_item(self.dialect.incoming_item(event["item"]))
+        previous = event.get("previous_item_id")
+        if previous is not None and previous != "root" and previous not in self.by_id:
+            raise RealtimeError(
+                f"Previous item with id '{previous}' not found.",
+                code="item_not_found",
+                param="previous_item_id",
+            )
+        if previous is None:
+            previous = self.items[-1].id if self.items else None
+        self._insert(item, previous)
+
+    def _checked_item(self, raw: Any) -> Item:
+        data = check(ITEM, raw, "item")
+        data.setdefault("type", "message")
+        item_id = data.get("id") or self.ids.new("item")
+        if item_id in self.by_id:
+            raise RealtimeError(
+                f"Item with id '{item_id}' already exists.", code="item_already_exists", param="item.id"
+            )
+        data["id"] = item_id
+        data["object"] = "realtime.item"
+        data["status"] = "completed"
+        audio_ms = 0
+        if data["type"] == "message":
+            allowed = PARTS_BY_ROLE[data["role"]]
+            for index, part in enumerate(data["content"]):
+                kind = part.get("type")
+                if kind is None:
+                    raise missing_parameter(f"item.content[{index}].type")
+                if kind not in allowed:
+                    raise invalid_value(f"item.content[{index}].type", kind, allowed)
+                if kind in ("input_audio", "output_audio") and "audio" in part:
+                    try:
+                        audio_ms += len(base64.b64decode(part.pop("audio"), validate=True)) // BYTES_PER_MS
+                    except (binascii.Error, ValueError):
+                        raise RealtimeError(
+                            "Invalid 'item.content.audio'. Expected base64-encoded audio bytes.",
+                            code="invalid_value",
+                            param=f"item.content[{index}].audio",
+                        ) from None
+                    part.setdefault("transcript", None)
+        elif data["type"] == "function_call":
+            data.setdefault("call_id", self.ids.new("call"))
+        return Item(data, count_tokens(item_text(data)) + audio_tokens(audio_ms) + 4, audio_ms=audio_ms)
+
+    def _insert(self, item: Item, previous_id: str | None) -> Item:
+        if previous_id is None or previous_id == "root":
+            index = 0
+        else:
+            index = next(i for i, it in enumerate(self.items) if it.id == previous_id) + 1
+        previous_id = self.items[index - 1].id if index > 0 else None
+        self.items.insert(index, item)
+        self.by_id[item.id] = item
+        self._emit({"type": "conversation.item.added", "previous_item_id": previous_id, "item": item.data})
+        self._emit({"type": "conversation.item.done", "previous_item_id": previous_id, "item": item.data})
+        return item
+
+    def _find(self, item_id: str, param: str = "item_id") -> Item:
+        item = self.by_id.get(item_id)
+        if item is None:
+            raise RealtimeError(
+                f"Item with item_id '{item_id}' not found.", code="item_not_found", param=param
+            )
+        return item
+
+    def _on_conversation_item_retrieve(self, event: dict[str, Any], now: float) -> None:
+        item = self._find(event["item_id"])
+        self._emit({"type": "conversation.item.retrieved", "item": item.data})
+
+    def _on_conversation_item_delete(self, event: dict[str, Any], now: float) -> None:
+        item = self._find(event["item_id"])
+        self.items.remove(item)
+        del self.by_id[item.id]
+        self._emit({"type": "conversation.item.deleted", "item_id": item.id})
+
+    def _on_conversation_item_truncate(self, event: dict[str, Any], now: float) -> None:
+        item = self._find(event["item_id"])
+        content_index, end_ms = event["content_index"], event["audio_end_ms"]
+        content = item.data.get("content") or []
+        if item.data.get("role") != "assistant" or not any(p.get("type") == "output_audio" for p in content):
+            raise RealtimeError(
+                "Only model output audio messages can be truncated",
+                code="unsupported_content_type",
+                param="item_id",
+            )
+        if content_index >= len(content) or content[content_index].get("type") != "output_audio":
+            raise invalid_value("content_index", content_index)
+        if end_ms > item.audio_ms:
+            raise RealtimeError(
+                f"Audio content of {item.audio_ms}ms is already shorter than {end_ms}ms",
+                code="invalid_value",
+                param="audio_end_ms",
+            )
+        part = content[content_index]
+        transcript = part.get("transcript") or ""
+        part["transcript"] = heard_transcript(transcript, end_ms, item.audio_ms)
+        item.audio_ms = end_ms
+        item.tokens = count_tokens(part["transcript"]) + audio_tokens(end_ms) + 4
+        self._emit(
+            {
+                "type": "conversation.item.truncated",
+                "item_id": item.id,
+                "content_index": content_index,
+                "audio_end_ms": end_ms,
+            }
+        )
+
+    # ---- responses -----------------------------------------------------------------------------------
+
+    def _on_response_cancel(self, event: dict[str, Any], now: float) -> None:
+        wanted = event.get("response_id")
+        run = next((r for r in self.responses if r.id == wanted), None) if wanted else self.active_response
+        if run is None:
+            raise RealtimeError(
+                "Cancellation failed: no active response found.", code="response_cancel_not_active"
+            )
+        self._finish(run, "cancelled", {"type": "cancelled", "reason": "client_cancelled"})
+
+    def _on_response_create(self, event: dict[str, Any], now: float) -> None:
+        self.create_response(event.get("response") or {}, now)
+
+    def create_response(self, params: dict[str, Any], now: float) -> ResponseRun:
+        in_conversation = params.get("conversation", "auto") != "none"
+        active = self.active_response
+        if in_conversation and active is not None:
+            raise RealtimeError(
+                f"Conversation already has an active response in progress: {active.id}. "
+                "Wait until the response is finished before creating a new one.",
+                code="conversation_already_has_active_response",
+            )
+        config = self._response_config(params)
+        instructions = config["instructions"]
+        tools = config["tools"]
+        if "input" in params:
+            visible = [self._input_item(raw, i) for i, raw in enumerate(params["input"])]
+        else:
+            visible = self._context_window(instructions)
+        context = [item.data for item in visible]
+        reply = self.model.reply(
+            context, instructions=instructions, tools=tools, response_index=self.response_count
+        )
+        self.response_count += 1
+        input_tokens = count_tokens(instructions) + sum(item.tokens for item in visible)
+        run = ResponseRun(
+            id=self.ids.new("resp"),
+            in_conversation=in_conversation,
+            modality=session_config.output_modality(config),
+            config=config,
+            reply=reply,
+            input_tokens=input_tokens,
+            created_at=now,
+            metadata=params.get("metadata"),
+        )
+        self.responses.append(run)
+        self._emit({"type": "response.created", "response": self._response_object(run, "in_progress")})
+        run.steps = self._deliver(run)
+        run.next_due = now + self.limits.response_latency
+        return run
+
+    def _response_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        output = self.config["audio"]["output"]
+        modalities = (
+            params.get("output_modalities") or params.get("modalities") or self.config["output_modalities"]
+        )
+        voice = (
+            (params.get("audio") or {}).get("output", {}).get("voice")
+            or params.get("voice")
+            or output["voice"]
+        )
+        out_format = (params.get("audio") or {}).get("output", {}).get("format") or output["format"]
+        return {
+            "output_modalities": ["audio"] if "audio" in modalities else ["text"],
+            "instructions": params.get("instructions", self.config["instructions"]),
+            "tools": params.get("tools", self.config["tools"]),
+            "voice": voice,
+            "format": out_format,
+            "max_output_tokens": params.get(
+                "max_output_tokens",
+                params.get("max_response_output_tokens", self.config["max_output_tokens"]),
+            ),
+        }
+
+    def _input_item(self, raw: Any, index: int) -> Item:
+        if isinstance(raw, dict) and raw.get("type") == "item_reference":
+            return self._find(str(raw.get("id")), param=f"response.input[{index}].id")
+        item = self._checked_item(raw)
+        return item
+
+    def _context_window(self, instructions: str) -> list[Item]:
+        """The latest items that fit the context window (the real `truncation: auto` drops the oldest)."""
+        max_out = self.config["max_output_tokens"]
+        budget = self.limits.context_window - (
+            session_config.MAX_RESPONSE_TOKENS if max_out == "inf" else max_out
+        )
+        budget -= count_tokens(instructions)
+        visible: list[Item] = []
+        for item in reversed(self.items):
+            budget -= item.tokens
+            if budget < 0:
+                break
+            visible.append(item)
+        visible.reverse()
+        return visible
+
+    def _response_object(self, run: ResponseRun, status: str, details: Any = None) -> dict[str, Any]:
+        response: dict[str, Any] = {
+            "id": run.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": details,
+            "output": [snapshot(o.item) for o in run.outputs] if status != "in_progress" else [],
+            "conversation_id": self.conversation_id if run.in_conversation else None,
+            "output_modalities": run.config["output_modalities"],
+            "max_output_tokens": run.config["max_output_tokens"],
+            "audio": {"output": {"format": run.config["format"], "voice": run.config["voice"]}},
+            "usage": None,
+            "metadata": run.metadata,
+        }
+        if status != "in_progress":
+            response["usage"] = self._usage(run)
+        return response
+
+    def _usage(self, run: ResponseRun) -> dict[str, Any]:
+        text_out = sum(count_tokens(o.sent_text) for o in run.outputs)
+        audio_out = sum(audio_tokens(o.audio_ms) for o in run.outputs)
+        input_audio = sum(audio_tokens(it.audio_ms) for it in self.items if it.data.get("role") == "user")
+        input_audio = min(input_audio, run.input_tokens)
+        return {
+            "total_tokens": run.input_tokens + text_out + audio_out,
+            "input_tokens": run.input_tokens,
+            "output_tokens": text_out + audio_out,
+            "input_token_details": {
+                "cached_tokens": 0,
+                "text_tokens": run.input_tokens - input_audio,
+                "audio_tokens": input_audio,
+                "image_tokens": 0,
+                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+            },
+            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
+        }
+
+    def _deliver(self, run: ResponseRun) -> Iterator[float]:
+        """The GA event sequence of one response; yields the time each paced step is due."""
+        due = run.created_at + self.limits.response_latency
+        yield due
+        if run.reply.text or not run.reply.tool_calls:
+            yield from self._deliver_message(run, due)
+        for call in run.reply.tool_calls:
+            self._deliver_function_call(run, call.name, call.arguments, call.call_id)
+
+    def _open_output(self, run: ResponseRun, output: Output) -> None:
+        run.outputs.append(output)
+        index = len(run.outputs) - 1
+        self._emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": run.id,
+                "output_index": index,
+                "item": output.item,
+            }
+        )
+        if run.in_conversation:
+            previous = self.items[-1].id if self.items else None
+            item = Item(output.item, 0)
+            self.items.append(item)
+            self.by_id[item.id] = item
+            self._emit({"type": "conversation.item.added", "previous_item_id": previous, "item": output.item})
+
+    def _deliver_message(self, run: ResponseRun, due: float) -> Iterator[float]:
+        audio_out = run.modality == "audio"
+        part_type = "output_audio" if audio_out else "output_text"
+        text = run.reply.text or ""
+        output = Output(
+            item={
+                "id": self.ids.new("item"),
+                "type": "message",
+                "object": "realtime.item",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            },
+            kind="audio" if audio_out else "text",
+            full_text=text,
+        )
+        self._open_output(run, output)
+        ids = self._part_ids(run, output)
+        part = {"type": "audio", "transcript": ""} if audio_out else {"type": "text", "text": ""}
+        self._emit({"type": "response.content_part.added", **ids, "part": part})
+        output.part_open = True
+        output.item["content"] = [
+            {"type": part_type, "transcript": ""} if audio_out else {"type": part_type, "text": ""}
+        ]
+        if not audio_out:
+            for piece in _word_pieces(text, max(1, len(text) // 40 + 1)):
+                output.sent_text += piece
+                self._emit({"type": "response.output_text.delta", **ids, "delta": piece})
+            return
+        self.assistant_audio_present = True
+        seed = zlib.crc32(run.id.encode())  # stable across processes, unlike hash()
+        pcm = audio.speech_for_text(text, seed=seed)
+        if run.config["format"]["type"] != "audio/pcm":
+            pcm = _encode_g711(pcm, run.config["format"]["type"])
+            bytes_per_ms = 8
+        else:
+            bytes_per_ms = BYTES_PER_MS
+        chunk = self.limits.chunk_ms * bytes_per_ms
+        total_ms = len(pcm) // bytes_per_ms
+        n_chunks = max(1, math.ceil(len(pcm) / chunk))
+        pieces = _word_pieces(text, n_chunks)
+        pace = self.limits.chunk_ms / 1000 * self.limits.pacing
+        for k in range(n_chunks):
+            data = pcm[k * chunk : (k + 1) * chunk]
+            output.audio_ms = min(total_ms, (k + 1) * self.limits.chunk_ms)
+            self._emit(
+                {"type": "response.output_audio.delta", **ids, "delta": base64.b64encode(data).decode()}
+            )
+            if pieces[k]:
+                output.sent_text += pieces[k]
+                self._emit({"type": "response.output_audio_transcript.delta", **ids, "delta": pieces[k]})
+            if k < n_chunks - 1 and pace > 0:
+                due += pace
+                yield due
+
+    def _part_ids(self, run: ResponseRun, output: Output) -> dict[str, Any]:
+        return {
+            "response_id": run.id,
+            "item_id": output.item["id"],
+            "output_index": run.outputs.index(output),
+            "content_index": 0,
+        }
+
+    def _close_output(self, run: ResponseRun, output: Output, status: str) -> None:
+        """The pending `*.done` events of an output, with what was actually delivered."""
+        ids = self._part_ids(run, output)
+        if output.part_open:
+            output.part_open = False
+            if output.kind == "audio":
+                self._emit({"type": "response.output_audio.done", **ids})
+                self._emit(
+                    {"type": "response.output_audio_transcript.done", **ids, "transcript": output.sent_text}
+                )
+                part = {"type": "audio", "transcript": output.sent_text}
+                output.item["content"] = [{"type": "output_audio", "transcript": output.sent_text}]
+            else:
+                self._emit({"type": "response.output_text.done", **ids, "text": output.sent_text})
+                part = {"type": "text", "text": output.sent_text}
+                output.item["content"] = [{"type": "output_text", "text": output.sent_text}]
+            self._emit({"type": "response.content_part.done", **ids, "part": part})
+        output.item["status"] = status
+        self._emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": run.id,
+                "output_index": ids["output_index"],
+                "item": output.item,
+            }
+        )
+        if run.in_conversation:
+            item = self.by_id.get(output.item["id"])
+            if item is not None:
+                item.audio_ms = output.audio_ms
+                item.tokens = count_tokens(item_text(output.item)) + audio_tokens(output.audio_ms) + 4
+                self._emit({"type": "conversation.item.done", "item": output.item})
+
+    def _deliver_function_call(self, run: ResponseRun, name: str, arguments: str, call_id: str) -> None:
+        output = Output(
+            item={
+                "id": self.ids.new("item"),
+                "type": "function_call",
+                "object": "realtime.item",
+                "status": "in_progress",
+                "name": name,
+                "call_id": call_id,
+                "arguments": "",
+            },
+            kind="function_call",
+            full_text=arguments,
+        )
+        self._open_output(run, output)
+        base = {"response_id": run.id, "item_id": output.item["id"], "output_index": len(run.outputs) - 1}
+        for piece in _chunks(arguments, 16):
+            output.sent_text += piece
+            self._emit(
+                {"type": "response.function_call_arguments.delta", **base, "call_id": call_id, "delta": piece}
+            )
+        output.item["arguments"] = arguments
+        self._emit(
+            {
+                "type": "response.function_call_arguments.done",
+                **base,
+                "call_id": call_id,
+                "name": name,
+                "arguments": arguments,
+            }
+        )
+        self._close_output(run, output, "completed")
+
+    def _finish(self, run: ResponseRun, status: str, details: dict[str, Any] | None) -> None:
+        if run not in self.responses:
+            return
+        if run.steps is not None:
+            steps, run.steps = run.steps, None
+            steps.close()
+        current = run.current
+        if current is not None and current.item["status"] == "in_progress":
+            self._close_output(run, current, "completed" if status == "completed" else "incomplete")
+        self.responses.remove(run)
+        self._emit({"type": "response.done", "response": self._response_object(run, status, details)})
+        if status != "failed":
+            self._emit({"type": "rate_limits.updated", "rate_limits": self._rate_limits(run)})
+
+    def fail_response(self, run: ResponseRun, error: RealtimeError) -> None:
+        """End a response `failed`, as a mid-response server error does."""
+        self.error(error)
+        self._finish(run, "failed", {"type": "failed", "error": {"type": error.type, "code": error.code}})
+
+    def _rate_limits(self, run: ResponseRun) -> list[dict[str, Any]]:
+        used = self._usage(run)["total_tokens"]
+        return [
+            {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+            {"name": "tokens", "limit": 40000, "remaining": max(0, 40000 - used), "reset_seconds": 0.5},
+        ]
+
+
+def snapshot(item: dict[str, Any]) -> dict[str, Any]:
+    content = item.get("content")
+    if content is None:
+        return dict(item)
+    return {**item, "content": [dict(part) for part in content]}
+
+
+def _is_user_audio(item: dict[str, Any]) -> bool:
+    return item.get("role") == "user" and any(p.get("type") == "input_audio" for p in item.get("content", ()))
+
+
+def heard_transcript(transcript: str, heard_ms: int, total_ms: int) -> str:
+    """The words a listener heard by `heard_ms`, assuming speech spread evenly over the audio."""
+    if total_ms <= 0 or heard_ms >= total_ms:
+        return transcript
+    cut = int(len(transcript) * heard_ms / total_ms)
+    head = transcript[:cut]
+    if cut < len(transcript) and not transcript[cut].isspace() and " " in head:
+        head = head[: head.rfind(" ")]  # a word counts as heard only when all of it was
+    elif cut < len(transcript) and not transcript[cut].isspace():
+        head = ""
+    return head.rstrip()
+
+
+def _word_pieces(text: str, n: int) -> list[str]:
+    """Split text into n consecutive pieces on word boundaries, in step with n audio chunks."""
+    if n <= 1:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    for k in range(1, n + 1):
+        end = len(text) if k == n else int(len(text) * k / n)
+        while 0 < end < len(text) and not text[end - 1].isspace() and end > start:
+            end = text.find(" ", end)
+            end = len(text) if end < 0 else end + 1
+        end = max(end, start)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _encode_g711(pcm: bytes, fmt: str) -> bytes:
+    samples = audio.resample(np.frombuffer(pcm, dtype="<i2"), audio.SAMPLE_RATE, 8000)
+    return audio.ulaw_encode(samples) if fmt == "audio/pcmu" else audio.alaw_encode(samples)

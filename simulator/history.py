@@ -1,0 +1,133 @@
+"""The record of what happened: one ordered list of plain dicts, in memory and optionally as JSON Lines.
+
+Every record has `seq` (order), `t` (monotonic seconds since the history began), `wall` (epoch seconds)
+and `kind`:
+
+- `server` — the simulator started (`config`) or stopped.
+- `http` — a REST call: `method`, `path`, `status`, `key_id`, `reason`.
+- `token` — an ephemeral token minted: `token_id`, `key_id`, `expires_at`, `usable_until`.
+- `handshake` — a WebSocket/WebRTC connection attempt: `conn`, `path`, `transport`, `key_id`, `auth`
+  (`api_key` | `ephemeral`), `token_id`, `accepted`, `status`, `reason`.
+- `session` — a session began: `session`, `conn`, `key_id`, `model`, `profile`, `expires_at`.
+- `event` — one event: `dir` (`in` from the client, `out` to it), `session`, `event` (audio payloads are
+  replaced by `audio_bytes`, so hours of audio stay small).
+- `close` — a connection ended: `session`, `conn`, `code`, `reason`, `by` (`client` | `server` | `network`).
+- `fault` — a fault was injected: `fault`, `target`, `params`, `route`.
+
+Checkers and replay read these; `key_id` joins the records of one client identity across sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+_AUDIO_FIELDS = {
+    "response.output_audio.delta": "delta",
+    "response.audio.delta": "delta",
+    "input_audio_buffer.append": "audio",
+}
+
+
+def summarize_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as recorded: audio payloads become their decoded byte count."""
+    field = _AUDIO_FIELDS.get(event.get("type", ""))  # type: ignore[arg-type]
+    if field is None:
+        return event
+    payload = event.get(field)
+    if not isinstance(payload, str):
+        return event
+    summary = {k: v for k, v in event.items() if k != field}
+    summary["audio_bytes"] = len(payload) * 3 // 4 - payload.count("=", -2)
+    return summary
+
+
+class History:
+    def __init__(self, record_dir: str | Path | None = None, *, name: str | None = None) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.path: Path | None = None
+        self._file: IO[str] | None = None
+        if record_dir is not None:
+            directory = Path(record_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started_wall))
+            self.path = directory / (name or f"history-{stamp}.jsonl")
+            self._file = self.path.open("a", encoding="utf-8")
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        entry = {
+            "seq": len(self.records),
+            "t": round(self.now(), 6),
+            "wall": round(time.time(), 6),
+            "kind": kind,
+            **fields,
+        }
+        self.records.append(entry)
+        if self._file is not None:
+            self._file.write(json.dumps(entry, separators=(",", ":"), default=str) + "\n")
+        return entry
+
+    def event(self, direction: str, session: str | None, event: dict[str, Any]) -> None:
+        self.record("event", dir=direction, session=session, event=summarize_event(event))
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # ---- queries ------------------------------------------------------------------------------------
+
+    def select(
+        self,
+        *,
+        kind: str | None = None,
+        session: str | None = None,
+        key_id: str | None = None,
+        since_seq: int = 0,
+    ) -> list[dict[str, Any]]:
+        sessions_of_key = self.sessions_of(key_id) if key_id is not None else None
+        out = []
+        for entry in self.records[since_seq:]:
+            if kind is not None and entry["kind"] != kind:
+                continue
+            if session is not None and entry.get("session") != session:
+                continue
+            if (
+                key_id is not None
+                and entry.get("key_id") != key_id
+                and entry.get("session") not in sessions_of_key
+            ):
+                continue
+            out.append(entry)
+        return out
+
+    def sessions_of(self, key_id: str) -> set[str]:
+        return {e["session"] for e in self.records if e["kind"] == "session" and e.get("key_id") == key_id}
+
+    def events(self, session: str, direction: str | None = None) -> Iterator[dict[str, Any]]:
+        for entry in self.records:
+            if entry["kind"] == "event" and entry["session"] == session and direction in (None, entry["dir"]):
+                yield entry
+
+    def to_jsonl(self, records: Iterable[dict[str, Any]] | None = None) -> str:
+        return "".join(
+            json.dumps(e, separators=(",", ":"), default=str) + "\n"
+            for e in (self.records if records is None else records)
+        )
+
+    @staticmethod
+    def load(path: str | Path) -> list[dict[str, Any]]:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]

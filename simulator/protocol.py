@@ -1,0 +1,225 @@
+"""Wire-level pieces shared by every transport: ids, the error shape, frame decoding and encoding.
+
+Everything here is pure (no I/O). Error codes and messages follow the real service's wording:
+`Unknown parameter: 'session.foo'.`, `Missing required parameter: 'type'.`, and so on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from dataclasses import dataclass
+from typing import Any
+
+CLIENT_EVENT_TYPES = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.retrieve",
+    "conversation.item.truncate",
+    "conversation.item.delete",
+    "response.create",
+    "response.cancel",
+    "output_audio_buffer.clear",
+)
+
+# Every server event type the simulator emits (GA names). Tests drive each one and validate it against
+# the SDK's `RealtimeServerEvent` union; a static test keeps this list in step with the source.
+SERVER_EVENT_TYPES = frozenset(
+    {
+        "error",
+        "session.created",
+        "session.updated",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.retrieved",
+        "conversation.item.deleted",
+        "conversation.item.truncated",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.cleared",
+        "response.created",
+        "response.done",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.output_audio.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "rate_limits.updated",
+    }
+)
+
+# The real service caps one client event at 15 MiB of audio; a frame a little larger than that is the
+# largest event we parse. Larger frames get an error event and are dropped, the session goes on.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+class RealtimeError(Exception):
+    """A client mistake the server reports as an `error` event (or HTTP error body) and survives."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+        self.type = type
+
+    def body(self, client_event_id: str | None = None) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+            "event_id": client_event_id,
+        }
+
+
+def unknown_parameter(param: str) -> RealtimeError:
+    return RealtimeError(f"Unknown parameter: '{param}'.", code="unknown_parameter", param=param)
+
+
+def missing_parameter(param: str) -> RealtimeError:
+    return RealtimeError(
+        f"Missing required parameter: '{param}'.", code="missing_required_parameter", param=param
+    )
+
+
+def invalid_value(param: str, value: Any, supported: tuple[str, ...] | None = None) -> RealtimeError:
+    message = f"Invalid value: {_quote(value)}."
+    if supported:
+        message += " Supported values are: " + ", ".join(f"'{v}'" for v in supported) + "."
+    return RealtimeError(message, code="invalid_value", param=param)
+
+
+_JSON_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a decimal",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def invalid_type(param: str, expected: str, value: Any) -> RealtimeError:
+    got = _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+    return RealtimeError(
+        f"Invalid type for '{param}': expected {expected}, but got {got} instead.",
+        code="invalid_type",
+        param=param,
+    )
+
+
+def out_of_range(param: str, value: float, low: float | None, high: float | None) -> RealtimeError:
+    kind = "integer" if isinstance(value, int) else "decimal"
+    if low is not None and value < low:
+        return RealtimeError(
+            f"Invalid '{param}': {kind} below minimum value. Expected a value >= {low:g}, "
+            f"but got {value:g} instead.",
+            code=f"{kind}_below_min_value",
+            param=param,
+        )
+    return RealtimeError(
+        f"Invalid '{param}': {kind} above maximum value. Expected a value <= {high:g}, "
+        f"but got {value:g} instead.",
+        code=f"{kind}_above_max_value",
+        param=param,
+    )
+
+
+def _quote(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else json.dumps(value)
+
+
+def decode_client_frame(text: str) -> dict[str, Any]:
+    """Parse one text frame into a client event dict, or raise RealtimeError as the real server reports it."""
+    if len(text) > MAX_EVENT_BYTES:
+        raise RealtimeError(
+            f"Event is too large: {len(text)} bytes. The maximum is {MAX_EVENT_BYTES} bytes.",
+            code="event_too_large",
+        )
+    try:
+        event = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise RealtimeError(
+            f"We could not parse the JSON body of your request. ({exc})", code="invalid_json"
+        ) from None
+    if not isinstance(event, dict):
+        raise RealtimeError(
+            "Invalid event: expected a JSON object, but got "
+            f"{_JSON_TYPE_NAMES.get(type(event), 'a value')} instead.",
+            code="invalid_json",
+        )
+    return event
+
+
+def check_event_type(event: dict[str, Any]) -> str:
+    event_type = event.get("type")
+    if event_type is None:
+        raise missing_parameter("type")
+    if not isinstance(event_type, str):
+        raise invalid_type("type", "a string", event_type)
+    if event_type not in CLIENT_EVENT_TYPES:
+        raise invalid_value("type", event_type, CLIENT_EVENT_TYPES)
+    return event_type
+
+
+def client_event_id(event: Any) -> str | None:
+    """The client's own `event_id`, echoed in errors, when it is a string."""
+    if isinstance(event, dict):
+        value = event.get("event_id")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class IdFactory:
+    """Seeded ids in the real prefixes' style (`sess_`, `item_`, `resp_`, `event_`), reproducible per seed.
+
+    Event ids use a random stem and a counter: unique, cheap on the hot path, and deterministic.
+    """
+
+    rng: random.Random
+    _event_stem: str = ""
+    _event_count: int = 0
+
+    def __post_init__(self) -> None:
+        self._event_stem = "event_" + self._random(12)
+
+    @classmethod
+    def seeded(cls, *parts: object) -> IdFactory:
+        return cls(random.Random("/".join(map(str, parts))))
+
+    def _random(self, length: int) -> str:
+        return "".join(self.rng.choices(_ALPHABET, k=length))
+
+    def new(self, prefix: str) -> str:
+        return f"{prefix}_{self._random(21)}"
+
+    def event(self) -> str:
+        self._event_count += 1
+        return f"{self._event_stem}{self._event_count:08x}"

@@ -1,0 +1,103 @@
+"""`rtsim serve`: the fake Realtime server as a process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from .server import PROFILES, ServerConfig, serve_forever
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that starts a simulator (serve, and later run)."""
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="openai",
+        help="openai (GA names, 60 min cap), openai-beta (beta names), azure (30 min cap)",
+    )
+    parser.add_argument(
+        "--max-session",
+        type=float,
+        metavar="SECONDS",
+        help="session cap (default: the profile's; scale it down to compress time)",
+    )
+    parser.add_argument(
+        "--token-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="default ephemeral-token lifetime (default 600 s GA, 60 s beta)",
+    )
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accepted API key (repeatable); with none, any key starting sk- is accepted",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for ids, audio and the model")
+    parser.add_argument(
+        "--response-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="delay between response.created and the first output",
+    )
+    parser.add_argument("--record", metavar="DIR", help="write the history as JSON Lines into DIR")
+    parser.add_argument(
+        "--expiry-ending",
+        choices=("error", "close", "both"),
+        default="both",
+        help="how the session cap ends a session: session_expired error event, close 1001, or both",
+    )
+    parser.add_argument("--context-window", type=int, default=32768, metavar="TOKENS")
+    parser.add_argument(
+        "--pacing",
+        type=float,
+        default=1.0,
+        help="audio delivery speed: 1 = real time, 0 = as fast as possible",
+    )
+    parser.add_argument("--script", metavar="FILE", help="scripted-model YAML (fixed replies, tool calls)")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=getattr(args, "host", "127.0.0.1"),
+        port=getattr(args, "port", 0),
+        profile=args.profile,
+        max_session=args.max_session,
+        token_ttl=args.token_ttl,
+        api_keys=list(args.api_key),
+        seed=args.seed,
+        response_latency=args.response_latency,
+        record_dir=args.record,
+        expiry_ending=args.expiry_ending,
+        context_window=args.context_window,
+        pacing=args.pacing,
+        script=args.script,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the fake Realtime server",
+        description="Run the fake Realtime server. Prints its base URL when ready.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    add_server_options(parser)
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    def ready(base_url: str) -> None:
+        print(base_url, flush=True)
+
+    try:
+        asyncio.run(serve_forever(config_from_args(args), ready))
+    except OSError as exc:
+        print(f"rtsim serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
