@@ -12,6 +12,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "simulator.serve",
     "simulator.demo",
+    "simulator.bench",
     "simulator.audio",
     "simulator.toxiproxy.command",
 )

@@ -138,6 +138,7 @@ class Connection:
         self.wake = asyncio.Event()
         self.timer: asyncio.TimerHandle | None = None
         self.closed_by: str | None = None
+        self.close_sent: tuple[int, str] | None = None
         self.done = asyncio.Event()
 
     @property
@@ -182,6 +183,7 @@ class Connection:
     async def close(self, code: int, reason: str, *, by: str) -> None:
         if self.closed_by is None:
             self.closed_by = by
+            self.close_sent = (code, reason)
             with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
                 await self.ws.close(code=code, message=reason.encode())
 
@@ -216,7 +218,10 @@ class Connection:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-            code = self.ws.close_code
+            if self.close_sent is not None:
+                code, reason = self.close_sent
+            else:
+                code, reason = self.ws.close_code, ""
             by = self.closed_by or ("client" if code not in (None, 1006) else "network")
             history.record(
                 "close",
@@ -224,17 +229,11 @@ class Connection:
                 conn=self.conn_id,
                 key_id=self.key_id,
                 code=code if code is not None else 1006,
-                reason=self._close_reason(),
+                reason=reason,
                 by=by,
             )
             history.flush()
             self.done.set()
-
-    def _close_reason(self) -> str:
-        request = self.session.close_request
-        if self.closed_by == "server" and request is not None:
-            return request[1]
-        return ""
 
     def handle_text(self, text: str, now: float) -> None:
         try:

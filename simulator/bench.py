@@ -1,0 +1,122 @@
+"""`rtsim bench`: figures, not pass/fail. How many sessions one `rtsim serve` process holds.
+
+`rtsim bench sessions` starts `rtsim serve` as its own process, opens N WebSocket sessions from this
+process, has each ask for a long spoken reply, and measures how late each realtime-paced audio delta
+arrives against its schedule (the request + k × 100 ms), plus the server's CPU use. Client and server
+share this machine's cores, as they would on a CI runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+from .demo import start_server
+
+REPLY_TEXT = "Please repeat after me: " + "the quick brown fox jumps over the lazy dog " * 3
+DELTA_PREFIX = '{"type":"response.output_audio.delta"'
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _one_session(url: str, start_at: float, lateness: list[float], counts: list[int]) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(
+        url, additional_headers={"Authorization": "Bearer sk-bench"}, max_size=None, compression=None
+    ) as ws:
+        await ws.recv()  # session.created
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": REPLY_TEXT}],
+                    },
+                }
+            )
+        )
+        await ws.send('{"type":"response.create"}')
+        asked = time.monotonic()  # delta k is due k × 100 ms after the client asked (latency 0)
+        k = 0
+        async for message in ws:
+            assert isinstance(message, str)
+            if message.startswith(DELTA_PREFIX):
+                lateness.append(time.monotonic() - (asked + k * 0.1))
+                k += 1
+            elif message.startswith('{"type":"response.done"'):
+                break
+        counts.append(k)
+
+
+async def _measure(base_url: str, sessions: int, ramp: float) -> dict[str, Any]:
+    url = base_url.replace("http://", "ws://") + "/realtime?model=gpt-realtime"
+    lateness: list[float] = []
+    counts: list[int] = []
+    start_at = time.monotonic() + ramp + 0.5
+    results = await asyncio.gather(
+        *(_one_session(url, start_at + i * 0.1 / sessions, lateness, counts) for i in range(sessions)),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    ordered = sorted(lateness) or [0.0]
+    return {
+        "sessions": sessions,
+        "completed": len(counts),
+        "failed": len(failures),
+        "deltas": len(lateness),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
+
+
+def run_sessions(levels: list[int], *, ramp: float = 2.0) -> list[dict[str, Any]]:
+    proc, base_url = start_server()
+    rows = []
+    try:
+        for level in levels:
+            cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
+            row = asyncio.run(_measure(base_url, level, ramp))
+            cpu = _cpu_seconds(proc.pid) - cpu_before
+            row["server_cpu_pct"] = round(100 * cpu / (time.monotonic() - wall_before), 1)
+            audio_s = row["deltas"] * 0.1
+            row["server_cpu_us_per_audio_s"] = round(cpu / audio_s * 1e6) if audio_s else None
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return rows
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="print performance figures (not a test)")
+    targets = parser.add_subparsers(dest="target", required=True)
+    sessions = targets.add_parser("sessions", help="concurrent sessions receiving realtime-paced audio")
+    sessions.add_argument(
+        "--levels",
+        default="50,200,500,1000",
+        help="comma-separated session counts to try (default 50,200,500,1000)",
+    )
+    sessions.set_defaults(func=lambda args: _print_sessions(args))
+
+
+def _print_sessions(args: argparse.Namespace) -> int:
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    print(f"reply: {len(REPLY_TEXT)} chars of transcript per session; "
+          "lateness = arrival - (request sent + k*100 ms)")
+    run_sessions(levels)
+    return 0
