@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "simulator.serve",
     "simulator.demo",
     "simulator.bench",
+    "simulator.control",
     "simulator.audio",
     "simulator.toxiproxy.command",
 )

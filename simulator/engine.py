@@ -14,7 +14,7 @@ import base64
 import binascii
 import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,6 +50,8 @@ class Limits:
     expiry_ending: ExpiryEnding = "both"
     chunk_ms: int = 100
     pacing: float = 1.0  # 1.0 = audio delivered in real time; 0 = as fast as possible
+    # Streaming-session rule (seed 003): close after this long without activity; None = no idle timeout.
+    idle_timeout: float | None = None
 
 
 @dataclass
@@ -245,6 +247,13 @@ class Session:
         self.assistant_audio_present = False
         self.input_buffer = bytearray()
         self.response_count = 0
+        # A transport that carries audio out of band (WebRTC's track) takes the model's pcm16 here instead
+        # of `response.output_audio.delta` events: sink(response_id, item_id, pcm16_chunk).
+        self.audio_sink: Callable[[str, str, bytes], None] | None = None
+        self.last_activity = now
+        self.idle_timeout = self.limits.idle_timeout
+        self.pending_server_error: RealtimeError | None = None
+        self.fail_next_transcription = False
 
     # ---- transport-facing API -------------------------------------------------------------------
 
@@ -255,6 +264,7 @@ class Session:
         """Handle one decoded client event. Client mistakes become `error` events; the session goes on."""
         if self.close_request is not None:
             return
+        self.last_activity = now
         try:
             event_type = check_event_type(event)
             check(EVENT_FIELDS[event_type], event)
@@ -273,15 +283,49 @@ class Session:
                 except StopIteration:
                     run.steps = None
                     self._finish(run, "completed", None)
+                    self.last_activity = now
+                    continue
+                if self.pending_server_error is not None and run.current is not None:
+                    error, self.pending_server_error = self.pending_server_error, None
+                    self.fail_response(run, error)
         if now >= self.deadline and self.close_request is None:
             self.expire()
+        elif self._idle_deadline() <= now and self.close_request is None:
+            self.idle_expire()
 
     def next_deadline(self) -> float | None:
         if self.close_request is not None:
             return None
         due = [run.next_due for run in self.responses if run.steps is not None]
         due.append(self.deadline)
+        due.append(self._idle_deadline())
         return min(due)
+
+    def _idle_deadline(self) -> float:
+        if self.idle_timeout is None or self.responses:
+            return math.inf  # a response in progress is activity
+        return self.last_activity + self.idle_timeout
+
+    def keep_alive(self, now: float) -> None:
+        """The explicit keep-alive call: resets the idle timer as activity does."""
+        self.last_activity = now
+
+    def idle_expire(self) -> None:
+        timeout = self.idle_timeout or 0
+        message = f"Session closed after {timeout:g} seconds of inactivity."
+        self.error(RealtimeError(message, code="session_idle_timeout"))
+        self.close_request = (1000, "session idle timeout")
+
+    def inject_server_error(self, now: float) -> None:
+        """`server_error` mid-response: the active response fails now, or the next one once it has output."""
+        error = RealtimeError(
+            "The server had an error while processing your request. Sorry about that!", type="server_error"
+        )
+        run = self.active_response or (self.responses[0] if self.responses else None)
+        if run is not None and run.current is not None:
+            self.fail_response(run, error)
+        else:
+            self.pending_server_error = error
 
     def drain(self) -> list[dict[str, Any]]:
         out, self.outbox = self.outbox, []
@@ -318,6 +362,10 @@ class Session:
         return next((run for run in self.responses if run.in_conversation), None)
 
     # ---- emission ----------------------------------------------------------------------------------
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue a server event (transports use it for their own events, e.g. WebRTC's output buffer)."""
+        self._emit(event)
 
     def _emit(self, event: dict[str, Any]) -> None:
         if "item" in event:  # items keep changing after they are announced; the event shows them as they were
@@ -356,7 +404,12 @@ class Session:
             raise RealtimeError(
                 "Invalid 'audio'. Expected base64-encoded audio bytes.", code="invalid_value", param="audio"
             ) from None
-        self.input_buffer += self._to_pcm16(raw)
+        self.append_audio(self._to_pcm16(raw), now)
+
+    def append_audio(self, pcm16: bytes, now: float) -> None:
+        """Caller audio (pcm16 24 kHz) from any transport: the WebSocket's append events or a WebRTC track."""
+        self.last_activity = now
+        self.input_buffer += pcm16
 
     def _to_pcm16(self, raw: bytes) -> bytes:
         fmt = self.config["audio"]["input"]["format"]["type"]
@@ -723,9 +776,12 @@ class Session:
         for k in range(n_chunks):
             data = pcm[k * chunk : (k + 1) * chunk]
             output.audio_ms = min(total_ms, (k + 1) * self.limits.chunk_ms)
-            self._emit(
-                {"type": "response.output_audio.delta", **ids, "delta": base64.b64encode(data).decode()}
-            )
+            if self.audio_sink is not None:
+                self.audio_sink(run.id, output.item["id"], data)
+            else:
+                self._emit(
+                    {"type": "response.output_audio.delta", **ids, "delta": base64.b64encode(data).decode()}
+                )
             if pieces[k]:
                 output.sent_text += pieces[k]
                 self._emit({"type": "response.output_audio_transcript.delta", **ids, "delta": pieces[k]})

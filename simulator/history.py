@@ -19,6 +19,7 @@ Checkers and replay read these; `key_id` joins the records of one client identit
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -127,7 +128,68 @@ class History:
             for e in (self.records if records is None else records)
         )
 
+    def summary(self) -> dict[str, Any]:
+        return summarize(self.records)
+
     @staticmethod
     def load(path: str | Path) -> list[dict[str, Any]]:
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per client identity (key id): its connections in order, how each ended, and the gaps between them.
+
+    A gap is from one connection's close to the next connection's handshake: what the user of a voice app
+    experiences as silence while the client reconnects.
+    """
+    identities: dict[str, dict[str, Any]] = {}
+    open_conns: dict[str, dict[str, Any]] = {}
+    key_of_session: dict[str, str] = {}
+    for entry in records:
+        kind = entry["kind"]
+        key = entry.get("key_id")
+        if kind == "handshake" and key is not None:
+            who = identities.setdefault(key, {"key_id": key, "connections": [], "refused": 0, "faults": 0})
+            if not entry.get("accepted"):
+                who["refused"] += 1
+                who["connections"].append(
+                    {
+                        "conn": entry["conn"],
+                        "start": entry["t"],
+                        "end": entry["t"],
+                        "refused": entry.get("status"),
+                        "reason": entry.get("reason"),
+                    }
+                )
+                continue
+            conn = {
+                "conn": entry["conn"],
+                "start": entry["t"],
+                "end": None,
+                "session": None,
+                "code": None,
+                "by": None,
+            }
+            who["connections"].append(conn)
+            open_conns[entry["conn"]] = conn
+        elif kind == "session" and entry.get("conn") in open_conns:
+            open_conns[entry["conn"]]["session"] = entry["session"]
+            key_of_session[entry["session"]] = key
+        elif kind == "close" and entry.get("conn") in open_conns:
+            conn = open_conns.pop(entry["conn"])
+            conn.update(end=entry["t"], code=entry.get("code"), by=entry.get("by"), fault=entry.get("fault"))
+        elif kind == "fault":
+            hit = {key_of_session.get(session) for session in entry.get("applied_to") or ()}
+            for who in hit | ({key} if key in identities else set()):
+                if who in identities:
+                    identities[who]["faults"] += 1
+    for who in identities.values():
+        conns = who["connections"]
+        who["gaps"] = [
+            {"after": a["conn"], "before": b["conn"], "seconds": round(b["start"] - a["end"], 6)}
+            for a, b in itertools.pairwise(conns)
+            if a["end"] is not None
+        ]
+        who["still_open"] = [c["session"] for c in conns if c.get("end") is None and c.get("session")]
+    return {"identities": list(identities.values())}

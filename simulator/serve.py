@@ -59,6 +59,11 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="audio delivery speed: 1 = real time, 0 = as fast as possible",
     )
     parser.add_argument("--script", metavar="FILE", help="scripted-model YAML (fixed replies, tool calls)")
+    parser.add_argument("--chaos", metavar="PLAN", help="fault plan, e.g. drop@2%%:within=60")
+    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                        help="close sessions after this long without activity (streaming-session rule)")
+    parser.add_argument("--max-sessions-per-key", type=int, metavar="N",
+                        help="concurrent-session limit per key; the refusal names the open sessions")
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -76,6 +81,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         context_window=args.context_window,
         pacing=args.pacing,
         script=args.script,
+        chaos=args.chaos,
+        idle_timeout=args.idle_timeout,
+        max_sessions_per_key=args.max_sessions_per_key,
+        admin_token=getattr(args, "admin_token", None),
     )
 
 
@@ -87,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--admin-token", help="required by the control API when bound beyond loopback")
     add_server_options(parser)
     parser.set_defaults(func=run_serve)
 

@@ -13,17 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import session_config
+from . import control, plan, session_config
 from .dialect import BETA, GA, Dialect
 from .engine import Limits, Session
+from .faults import FaultState
 from .history import History
 from .model import Script, ScriptedModel
 from .protocol import IdFactory, RealtimeError, decode_client_frame, encode
@@ -68,6 +70,10 @@ class ServerConfig:
     context_window: int = 32768
     pacing: float = 1.0
     script: str | None = None
+    idle_timeout: float | None = None  # streaming-session rule: close after this long without activity
+    max_sessions_per_key: int | None = None  # concurrent-session limit; the refusal names the leaked sessions
+    admin_token: str | None = None  # guards the control API when bound beyond loopback
+    chaos: str | None = None  # a fault plan applied to every session (see simulator/plan.py)
 
     @property
     def profile_spec(self) -> Profile:
@@ -80,7 +86,18 @@ class ServerConfig:
             response_latency=self.response_latency,
             expiry_ending=self.expiry_ending,  # type: ignore[arg-type]
             pacing=self.pacing,
+            idle_timeout=self.idle_timeout,
         )
+
+
+_STATUS_TEXT = {
+    401: "Incorrect API key provided.",
+    403: "You are not allowed to access this model.",
+    429: "Rate limit reached for requests. Please try again later.",
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The engine is currently overloaded, please try again later.",
+}
 
 
 def error_body(
@@ -123,23 +140,47 @@ def read_credential(request: web.Request, *, azure: bool) -> Credential:
 
 
 class Connection:
-    """One WebSocket connection carrying one session: the I/O shell around the engine."""
+    """One WebSocket connection carrying one session: the I/O shell around the engine.
+
+    It also owns the wire-level faults, because only it can touch the socket: `drop` (no close frame, the
+    client sees 1006; optionally after half a frame), `stall` (half-open: nothing sent, pings unanswered),
+    per-event `latency` ± jitter, a slow first audio delta, and `close` with any code.
+    """
 
     def __init__(
-        self, server: RealtimeServer, ws: web.WebSocketResponse, session: Session, conn_id: str, key: str
+        self,
+        server: RealtimeServer,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        session: Session,
+        conn_id: str,
+        key: str,
     ) -> None:
         self.server = server
+        self.request = request
         self.ws = ws
         self.session = session
         self.conn_id = conn_id
         self.key_id = key
         self.loop = asyncio.get_running_loop()
-        self.pending: deque[dict[str, Any]] = deque()
+        self.pending: deque[tuple[float, dict[str, Any]]] = deque()  # (due time, event), due times ascending
         self.wake = asyncio.Event()
         self.timer: asyncio.TimerHandle | None = None
         self.closed_by: str | None = None
         self.close_sent: tuple[int, str] | None = None
+        self.fault_ending: str | None = None
         self.done = asyncio.Event()
+        self.sent_counts: Counter[str] = Counter()
+        # (event type, nth, callback): fire the callback right after the nth event of that type is sent
+        self.triggers: list[tuple[str, int, Callable[[], Any]]] = []
+        self.on_close: list[Callable[[], Any]] = []  # e.g. cancel a fault plan's pending timers
+        self.latency = 0.0
+        self.jitter = 0.0
+        self.rng = random.Random(f"{server.config.seed}/{conn_id}/latency")
+        self.first_delta_delay = 0.0
+        self.delayed_responses: set[str] = set()
+        self.stalled = False
+        self.last_due = 0.0
 
     @property
     def history(self) -> History:
@@ -148,8 +189,11 @@ class Connection:
     def pump(self) -> None:
         """Move what the engine produced to the writer and re-arm the timer for its next deadline."""
         events = self.session.drain()
+        if events:
+            now = self.loop.time()
+            for event in events:
+                self.pending.append((self._due(event, now), event))
         if events or self.session.close_request is not None:
-            self.pending.extend(events)
             self.wake.set()
         deadline = self.session.next_deadline()
         if self.timer is not None and (deadline is None or self.timer.when() != deadline):
@@ -158,27 +202,54 @@ class Connection:
         if deadline is not None and self.timer is None:
             self.timer = self.loop.call_at(deadline, self._on_timer)
 
+    def _due(self, event: dict[str, Any], now: float) -> float:
+        if not (self.latency or self.jitter or self.first_delta_delay):
+            return 0.0
+        due = now + max(0.0, self.latency + self.rng.uniform(-self.jitter, self.jitter))
+        if self.first_delta_delay and event["type"].endswith("audio.delta"):
+            response_id = event["response_id"]
+            if response_id not in self.delayed_responses:
+                self.delayed_responses.add(response_id)
+                due += self.first_delta_delay
+                self.first_delta_delay = 0.0
+        self.last_due = max(self.last_due, due)  # delayed, never reordered
+        return self.last_due
+
     def _on_timer(self) -> None:
         self.timer = None
         self.session.advance(self.loop.time())
         self.pump()
 
     async def writer(self) -> None:
-        ws, history, sid = self.ws, self.history, self.session.id
+        ws, history, sid, pending = self.ws, self.history, self.session.id, self.pending
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while self.pending:
-                event = self.pending.popleft()
+            while pending and not self.stalled:
+                due, event = pending[0]
+                if due and (wait := due - self.loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                    continue  # a stall or drop may have come meanwhile
+                pending.popleft()
                 history.event("out", sid, event)
                 try:
                     await ws.send_str(encode(event))
                 except (ConnectionError, RuntimeError):
                     return
+                if self.triggers:
+                    self._fire_triggers(event["type"])
             request = self.session.close_request
-            if request is not None and not self.pending:
+            if request is not None and not pending and not self.stalled:
                 await self.close(*request, by="server")
                 return
+
+    def _fire_triggers(self, event_type: str) -> None:
+        self.sent_counts[event_type] += 1
+        count = self.sent_counts[event_type]
+        due = [t for t in self.triggers if t[0] == event_type and t[1] == count]
+        for trigger in due:
+            self.triggers.remove(trigger)
+            trigger[2]()
 
     async def close(self, code: int, reason: str, *, by: str) -> None:
         if self.closed_by is None:
@@ -186,6 +257,46 @@ class Connection:
             self.close_sent = (code, reason)
             with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
                 await self.ws.close(code=code, message=reason.encode())
+
+    # ---- wire faults ------------------------------------------------------------------------------
+
+    def drop(self, *, mid_frame: bool = False) -> None:
+        """Tear the TCP connection down with no close frame (optionally after a partial frame): 1006."""
+        transport = self.request.transport
+        if transport is None or self.closed_by is not None:
+            return
+        self.closed_by = "server"
+        self.fault_ending = "drop-mid-frame" if mid_frame else "drop"
+        if mid_frame:
+            # A text frame header announcing 1000 bytes, then only the start of the payload.
+            transport.write(b"\x81\x7e" + (1000).to_bytes(2, "big") + b'{"type":"response.output_au')
+        transport.abort()
+
+    def stall(self, seconds: float | None = None) -> None:
+        """Half-open: stop sending and stop reading (so pings go unanswered); the socket stays open."""
+        transport = self.request.transport
+        self.stalled = True
+        if transport is not None:
+            transport.pause_reading()
+        if seconds:
+            self.loop.call_later(seconds, self.unstall)
+
+    def unstall(self) -> None:
+        self.stalled = False
+        transport = self.request.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+        self.wake.set()
+
+    def set_latency(self, latency: float, jitter: float = 0.0) -> None:
+        self.latency, self.jitter = latency, jitter
+
+    def close_after(self, code: int, reason: str, error: RealtimeError | None = None) -> None:
+        """A close frame with `code` once what is queued (and an optional error event) has gone out."""
+        if error is not None:
+            self.session.error(error)
+        self.session.close_request = (code, reason)
+        self.pump()
 
     async def run(self) -> None:
         session, history = self.session, self.history
@@ -214,11 +325,15 @@ class Connection:
         finally:
             if self.timer is not None:
                 self.timer.cancel()
+            for callback in self.on_close:
+                callback()
             await asyncio.sleep(0)  # let the writer send what is already queued (a close, an error)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-            if self.close_sent is not None:
+            if self.fault_ending is not None:
+                code, reason = 1006, ""
+            elif self.close_sent is not None:
                 code, reason = self.close_sent
             else:
                 code, reason = self.ws.close_code, ""
@@ -231,6 +346,7 @@ class Connection:
                 code=code if code is not None else 1006,
                 reason=reason,
                 by=by,
+                fault=self.fault_ending,
             )
             history.flush()
             self.done.set()
@@ -263,6 +379,9 @@ class RealtimeServer:
         self.script = Script.load(self.config.script) if self.config.script else None
         self.connections: dict[str, Connection] = {}
         self.connection_count = 0
+        self.faults = FaultState()
+        self.control: control.ControlPlane | None = None  # set by control.install
+        self.chaos = plan.parse(self.config.chaos) if self.config.chaos else None
         self.app = self._build_app()
         self.runner: web.AppRunner | None = None
         self.base_url = ""
@@ -275,6 +394,7 @@ class RealtimeServer:
         app.router.add_get("/v1/realtime", self.realtime_websocket)
         app.router.add_post("/v1/realtime/client_secrets", self.create_client_secret)
         app.router.add_post("/v1/realtime/sessions", self.create_beta_session)
+        control.install(self, app)
         if self.profile.azure:
             app.router.add_get("/openai/realtime", self.realtime_websocket)
             app.router.add_get("/openai/v1/realtime", self.realtime_websocket)
@@ -284,6 +404,8 @@ class RealtimeServer:
 
     # Later subsystems (control API, WebRTC) add routes here without the server importing them.
     extensions: list[Callable[[RealtimeServer, web.Application], None]] = []
+    # `/v1/realtime?call_id=...` joins a WebRTC call's session (the sideband); set by the WebRTC extension.
+    sideband: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
 
     async def start(self) -> str:
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
@@ -298,6 +420,8 @@ class RealtimeServer:
         self.history.record(
             "server", event="start", base_url=self.base_url, config=_public_config(self.config)
         )
+        if self.chaos is not None and self.control is not None:
+            self.control.apply_server_plan(self.chaos)
         return self.base_url
 
     async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:
@@ -314,6 +438,30 @@ class RealtimeServer:
 
     # ---- auth -------------------------------------------------------------------------------------
 
+    def live_connections(self, key_id: str | None = None) -> list[Connection]:
+        return [c for c in self.connections.values() if key_id is None or c.key_id == key_id]
+
+    def target_key_id(self, target: dict[str, Any]) -> str | None:
+        if "key" in target:
+            return key_id(target["key"])
+        return target.get("key_id")
+
+    def resolve_targets(self, target: dict[str, Any]) -> list[Connection]:
+        """The live connections a fault target names: one session, every session of a key, or all."""
+        if "session" in target:
+            conn = self.connections.get(target["session"])
+            if conn is None:
+                raise RealtimeError(
+                    f"No live session '{target['session']}'.",
+                    code="session_not_found",
+                    param="target.session",
+                )
+            return [conn]
+        return self.live_connections(self.target_key_id(target))
+
+    def _age(self, conn: Connection) -> float:
+        return conn.loop.time() - conn.session.started_at
+
     def key_is_valid(self, key: str) -> bool:
         if self.config.api_keys:
             return key in self.config.api_keys
@@ -326,6 +474,8 @@ class RealtimeServer:
     # ---- WebSocket ----------------------------------------------------------------------------------
 
     async def realtime_websocket(self, request: web.Request) -> web.StreamResponse:
+        if "call_id" in request.query and self.sideband is not None:
+            return await self.sideband(request)
         conn_id = self._new_conn_id()
         handshake = {
             "conn": conn_id,
@@ -370,6 +520,35 @@ class RealtimeServer:
             initial_config = dict(token.session) or None
         else:
             identity = key_id(credential.value)
+        rejection = self.faults.take_rejection(identity)
+        if rejection is not None and rejection.status is not None:
+            headers = (
+                {"Retry-After": f"{rejection.retry_after:g}"} if rejection.retry_after is not None else {}
+            )
+            response = refuse(
+                rejection.status,
+                "fault:reject-connects",
+                rejection.reason or _STATUS_TEXT.get(rejection.status, "The server refused the connection."),
+                identity,
+                code="rate_limit_exceeded" if rejection.status == 429 else None,
+            )
+            response.headers.update(headers)
+            return response
+        limit = self.config.max_sessions_per_key
+        if limit is not None and not (
+            credential.is_token is False and not self.key_is_valid(credential.value)
+        ):
+            open_sessions = [c for c in self.connections.values() if c.key_id == identity]
+            if len(open_sessions) >= limit:
+                listed = ", ".join(f"{c.session.id} (open {self._age(c):.0f} s)" for c in open_sessions)
+                return refuse(
+                    429,
+                    "concurrent_session_limit",
+                    f"Concurrent session limit reached: {len(open_sessions)} of {limit} sessions are "
+                    f"still open for this key: {listed}. Close sessions you no longer use.",
+                    identity,
+                    code="concurrent_session_limit",
+                )
         dialect = self._dialect_for(request)
         ws = web.WebSocketResponse(
             protocols=("realtime",), max_msg_size=MAX_FRAME_BYTES, compress=False, autoping=True
@@ -388,6 +567,31 @@ class RealtimeServer:
                 reason="invalid_api_key",
             )
             await self._reject_key(ws, conn_id, identity, credential.value)
+            return ws
+        if rejection is not None and rejection.close_code is not None:
+            # Accepted, then closed at once: the loop one framework fell into with 1008.
+            self.history.record(
+                "handshake",
+                **handshake,
+                key_id=identity,
+                auth=auth,
+                token_id=token_id,
+                accepted=True,
+                status=101,
+                reason="fault:reject-connects",
+            )
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.close(code=rejection.close_code, message=rejection.reason.encode())
+            self.history.record(
+                "close",
+                session=None,
+                conn=conn_id,
+                key_id=identity,
+                code=rejection.close_code,
+                reason=rejection.reason,
+                by="server",
+                fault="reject-connects",
+            )
             return ws
         self.history.record(
             "handshake",
@@ -428,13 +632,26 @@ class RealtimeServer:
             expires_at=session.expires_at,
             token_id=token_id,
         )
-        conn = Connection(self, ws, session, conn_id, identity)
+        conn = Connection(self, request, ws, session, conn_id, identity)
         self.connections[session.id] = conn
+        self._apply_plans(request, conn)
         try:
             await conn.run()
         finally:
             del self.connections[session.id]
         return ws
+
+    def _apply_plans(self, request: web.Request, conn: Connection) -> None:
+        """The server's --chaos plan, then any plan the client attached (header or query parameter)."""
+        assert self.control is not None
+        if self.chaos is not None:
+            self.control.apply_plan(self.chaos, conn, "plan:server")
+        attached = request.headers.get("X-Rtsim-Chaos") or request.query.get("rtsim_chaos")
+        if attached:
+            try:
+                self.control.apply_plan(plan.parse(attached), conn, "plan:connection")
+            except RealtimeError as exc:
+                conn.session.error(exc)
 
     def _dialect_for(self, request: web.Request) -> Dialect:
         beta_header = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
@@ -523,6 +740,24 @@ class RealtimeServer:
             )
             return refusal
         assert key is not None
+        limited = self.faults.rate_limited()
+        if limited > 0:
+            response = json_error(
+                429,
+                "Rate limit reached for requests. Please try again later.",
+                type="requests",
+                code="rate_limit_exceeded",
+            )
+            response.headers["Retry-After"] = f"{max(limited, self.faults.rate_limit_retry_after):.0f}"
+            self.history.record(
+                "http",
+                method=request.method,
+                path=request.path,
+                status=429,
+                key_id=key_id(key),
+                reason="rate_limited",
+            )
+            return response
         try:
             response = await handler(key, await self._json_body(request))
         except RealtimeError as exc:
@@ -536,6 +771,15 @@ class RealtimeServer:
             reason=None,
         )
         return response
+
+    def _mint(self, key: str, ttl: float, session: dict[str, Any]) -> tuple[str, Any]:
+        """A token; under the `expire-tokens usable_for` fault its expires_at says more than it is worth."""
+        if self.faults.token_usable_for is not None:
+            advertised = self.faults.token_advertised_ttl or ttl
+            return self.tokens.mint(
+                key=key, ttl=advertised, session=session, usable_for=self.faults.token_usable_for
+            )
+        return self.tokens.mint(key=key, ttl=ttl, session=session)
 
     async def create_client_secret(self, request: web.Request) -> web.Response:
         return await self._rest(request, self._mint_ga)
@@ -556,7 +800,7 @@ class RealtimeServer:
         session_update.setdefault("type", "realtime")
         base = session_config.default_session(session_update.get("model", session_config.DEFAULT_MODEL))
         config = session_config.merge_ga(base, session_update)
-        value, token = self.tokens.mint(key=key, ttl=ttl, session=session_update)
+        value, token = self._mint(key, ttl, session_update)
         self.history.record(
             "token",
             token_id=token.token_id,
@@ -578,7 +822,7 @@ class RealtimeServer:
         ga_update = session_config.from_beta(body)
         config = session_config.merge_ga(base, ga_update)
         ttl = self.config.token_ttl if self.config.token_ttl is not None else 60
-        value, token = self.tokens.mint(key=key, ttl=ttl, session=ga_update)
+        value, token = self._mint(key, ttl, ga_update)
         self.history.record(
             "token",
             token_id=token.token_id,
