@@ -20,6 +20,7 @@ BETA_EVENT_NAMES = {
     "response.output_text.done": "response.text.done",
     "conversation.item.added": "conversation.item.created",
 }
+GA_ONLY_EVENTS = frozenset({"conversation.item.done", "input_audio_buffer.timeout_triggered"})
 BETA_PART_TYPES = {"output_text": "text", "output_audio": "audio"}
 GA_PART_TYPES = {"text": "output_text", "audio": "output_audio"}
 
@@ -48,7 +49,7 @@ class BetaDialect(Dialect):
 
     def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | None:
         event_type = event["type"]
-        if event_type == "conversation.item.done":
+        if event_type in GA_ONLY_EVENTS:
             return None
         event = dict(event, type=BETA_EVENT_NAMES.get(event_type, event_type))
         if "item" in event:

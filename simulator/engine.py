@@ -33,11 +33,16 @@ from .protocol import (
     missing_parameter,
 )
 from .schema import AnyValue, Enum, Int, List, Obj, OneOf, Str, Tagged, check
+from .vad import VoiceActivityDetector
 
 ExpiryEnding = Literal["error", "close", "both"]
 AUDIO_EVENT_TYPES = frozenset({"response.output_audio.delta", "input_audio_buffer.append"})
 BYTES_PER_MS = audio.SAMPLE_RATE * 2 // 1000  # pcm16 mono at 24 kHz
 AUDIO_TOKENS_PER_SECOND = 10  # the real service bills roughly ten audio tokens per second
+# semantic_vad has no silence setting; its eagerness maps to one (low waits longest for the user to go on).
+SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 400}
+# Transcript of a user audio turn that no script describes (stated, so tests and users can recognise it).
+UNSCRIPTED_TRANSCRIPT = "[unscripted audio: {ms} ms]"
 
 
 @dataclass
@@ -254,6 +259,14 @@ class Session:
         self.idle_timeout = self.limits.idle_timeout
         self.pending_server_error: RealtimeError | None = None
         self.fail_next_transcription = False
+        self.input_samples = 0
+        self.user_audio_turns = 0
+        self.g711_resampler: audio.Resampler | None = None
+        self.vad: VoiceActivityDetector | None = None
+        self.turn_item_id: str | None = None
+        self.turn_start_ms = 0
+        self.idle_from_ms = 0  # input audio time from which `idle_timeout_ms` of silence is counted
+        self._configure_vad()
 
     # ---- transport-facing API -------------------------------------------------------------------
 
@@ -393,6 +406,7 @@ class Session:
                 param="session.audio.output.voice",
             )
         self.config = merged
+        self._configure_vad()
         self._emit({"type": "session.updated", "session": self._session_object()})
 
     # ---- input audio buffer -----------------------------------------------------------------------
@@ -407,17 +421,105 @@ class Session:
         self.append_audio(self._to_pcm16(raw), now)
 
     def append_audio(self, pcm16: bytes, now: float) -> None:
-        """Caller audio (pcm16 24 kHz) from any transport: the WebSocket's append events or a WebRTC track."""
+        """Caller audio (pcm16 24 kHz) from any transport: the WebSocket's append events or a WebRTC track.
+
+        Audio time is counted in milliseconds of audio from the session's first sample, never wall time.
+        """
         self.last_activity = now
         self.input_buffer += pcm16
+        self.input_samples += len(pcm16) // 2
+        if self.vad is None:
+            return
+        for vad_event in self.vad.feed(pcm16):
+            if vad_event.kind == "speech_started":
+                self._on_speech_started(vad_event.audio_ms, now)
+            else:
+                self._on_speech_stopped(vad_event.audio_ms, now)
+        self._check_input_idle(now)
+
+    @property
+    def input_audio_ms(self) -> int:
+        return self.input_samples * 1000 // audio.SAMPLE_RATE
 
     def _to_pcm16(self, raw: bytes) -> bytes:
         fmt = self.config["audio"]["input"]["format"]["type"]
-        if fmt == "audio/pcmu":
-            return audio.resample(audio.ulaw_decode(raw), 8000, audio.SAMPLE_RATE).tobytes()
-        if fmt == "audio/pcma":
-            return audio.resample(audio.alaw_decode(raw), 8000, audio.SAMPLE_RATE).tobytes()
-        return raw[: len(raw) - len(raw) % 2]
+        if fmt == "audio/pcm":
+            return raw[: len(raw) - len(raw) % 2]
+        if self.g711_resampler is None:  # one streaming resampler: chunk edges join seamlessly
+            self.g711_resampler = audio.Resampler(audio.G711_RATE, audio.SAMPLE_RATE)
+        decoded = audio.ulaw_decode(raw) if fmt == "audio/pcmu" else audio.alaw_decode(raw)
+        return audio.to_pcm(self.g711_resampler.process(decoded))
+
+    def _configure_vad(self) -> None:
+        """Server VAD as `turn_detection` says: off (manual commits), server_vad, or semantic_vad."""
+        settings = self.config["audio"]["input"]["turn_detection"]
+        if settings is None:
+            self.vad = None
+            return
+        if settings["type"] == "semantic_vad":
+            params = {
+                "threshold": 0.5,
+                "prefix_padding_ms": 300,
+                "silence_duration_ms": SEMANTIC_SILENCE_MS[settings.get("eagerness", "auto")],
+            }
+        else:
+            params = {
+                "threshold": settings["threshold"],
+                "prefix_padding_ms": settings["prefix_padding_ms"],
+                "silence_duration_ms": settings["silence_duration_ms"],
+            }
+        if self.vad is None:
+            self.vad = VoiceActivityDetector(start_ms=self.input_audio_ms, **params)
+        else:
+            self.vad.configure(**params)
+
+    def _on_speech_started(self, audio_start_ms: int, now: float) -> None:
+        self.turn_item_id = self.ids.new("item")
+        self.turn_start_ms = audio_start_ms
+        self._emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": audio_start_ms,
+                "item_id": self.turn_item_id,
+            }
+        )
+        settings = self.config["audio"]["input"]["turn_detection"] or {}
+        if settings.get("interrupt_response", True) and self.active_response is not None:
+            self.cancel_response("turn_detected", now)  # barge-in: the response ends, its audio stops
+
+    def _on_speech_stopped(self, audio_end_ms: int, now: float) -> None:
+        item_id = self.turn_item_id or self.ids.new("item")
+        self._emit(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms, "item_id": item_id}
+        )
+        self._commit_input(now, item_id=item_id, audio_ms=max(0, audio_end_ms - self.turn_start_ms))
+        self.turn_item_id = None
+        self.idle_from_ms = audio_end_ms
+        settings = self.config["audio"]["input"]["turn_detection"] or {}
+        if settings.get("create_response", True) and self.active_response is None:
+            self.create_response({}, now)
+
+    def _check_input_idle(self, now: float) -> None:
+        """`idle_timeout_ms` of silence after the model finished: timeout_triggered, then a nudge response."""
+        settings = self.config["audio"]["input"]["turn_detection"] or {}
+        idle_ms = settings.get("idle_timeout_ms")
+        if not idle_ms or self.vad is None or self.vad.in_speech or self.responses:
+            return
+        now_ms = self.input_audio_ms
+        if now_ms - self.idle_from_ms < idle_ms:
+            return
+        item_id = self.ids.new("item")
+        self._emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": self.idle_from_ms,
+                "audio_end_ms": now_ms,
+                "item_id": item_id,
+            }
+        )
+        self._commit_input(now, item_id=item_id, audio_ms=now_ms - self.idle_from_ms)
+        self.idle_from_ms = now_ms
+        self.create_response({}, now)
 
     def _on_input_audio_buffer_commit(self, event: dict[str, Any], now: float) -> None:
         ms = len(self.input_buffer) / BYTES_PER_MS
@@ -427,15 +529,16 @@ class Session:
                 f"but buffer only has {ms:.2f}ms of audio.",
                 code="input_audio_buffer_commit_empty",
             )
-        self._commit_input(now)
+        self._commit_input(now, item_id=self.ids.new("item"), audio_ms=int(ms))
+        if self.vad is not None:
+            self.vad.reset()
 
-    def _commit_input(self, now: float) -> Item:
-        ms = len(self.input_buffer) // BYTES_PER_MS
+    def _commit_input(self, now: float, *, item_id: str, audio_ms: int) -> Item:
         self.input_buffer.clear()
-        item_id = self.ids.new("item")
         previous = self.items[-1].id if self.items else None
         self._emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
-        turn = sum(1 for it in self.items if _is_user_audio(it.data))
+        turn = self.user_audio_turns
+        self.user_audio_turns += 1
         transcript = self.model.transcribe(turn)
         data = {
             "id": item_id,
@@ -445,10 +548,54 @@ class Session:
             "role": "user",
             "content": [{"type": "input_audio", "transcript": transcript}],
         }
-        return self._insert(Item(data, audio_tokens(ms), audio_ms=ms), previous)
+        item = self._insert(Item(data, audio_tokens(audio_ms), audio_ms=audio_ms), previous)
+        if self.config["audio"]["input"]["transcription"] is not None:
+            self._transcribe(item_id, transcript, audio_ms)
+        return item
+
+    def _transcribe(self, item_id: str, transcript: str | None, audio_ms: int) -> None:
+        """The transcription model's events for a user audio item (scripted text, or a stated placeholder)."""
+        if self.fail_next_transcription:
+            self.fail_next_transcription = False
+            self._emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.failed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "error": {
+                        "type": "transcription_error",
+                        "code": "audio_unintelligible",
+                        "message": "Audio could not be transcribed.",
+                        "param": None,
+                    },
+                }
+            )
+            return
+        text = transcript if transcript is not None else UNSCRIPTED_TRANSCRIPT.format(ms=audio_ms)
+        for piece in _word_pieces(text, max(1, len(text.split()) // 3)):
+            self._emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "delta": piece,
+                }
+            )
+        self._emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": text,
+                "usage": {"type": "duration", "seconds": round(audio_ms / 1000, 3)},
+            }
+        )
 
     def _on_input_audio_buffer_clear(self, event: dict[str, Any], now: float) -> None:
         self.input_buffer.clear()
+        if self.vad is not None:
+            self.vad.reset()
+        self.turn_item_id = None
         self._emit({"type": "input_audio_buffer.cleared"})
 
     def _on_output_audio_buffer_clear(self, event: dict[str, Any], now: float) -> None:
@@ -873,6 +1020,7 @@ class Session:
         if current is not None and current.item["status"] == "in_progress":
             self._close_output(run, current, "completed" if status == "completed" else "incomplete")
         self.responses.remove(run)
+        self.idle_from_ms = self.input_audio_ms  # the idle timeout counts from the end of the model's turn
         self._emit({"type": "response.done", "response": self._response_object(run, status, details)})
         if status != "failed":
             self._emit({"type": "rate_limits.updated", "rate_limits": self._rate_limits(run)})
@@ -895,10 +1043,6 @@ def snapshot(item: dict[str, Any]) -> dict[str, Any]:
     if content is None:
         return dict(item)
     return {**item, "content": [dict(part) for part in content]}
-
-
-def _is_user_audio(item: dict[str, Any]) -> bool:
-    return item.get("role") == "user" and any(p.get("type") == "input_audio" for p in item.get("content", ()))
 
 
 def heard_transcript(transcript: str, heard_ms: int, total_ms: int) -> str:

@@ -529,6 +529,8 @@ def test_bad_events_get_error_events_and_the_session_goes_on(
 
 def test_input_buffer_commit_clear_and_empty_commit() -> None:
     session = make_session()
+    session.receive({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": None}}}}, 0)  # manual commits only
     session.drain()
     session.receive({"type": "input_audio_buffer.commit", "event_id": "c"}, 0)
     (empty,) = session.drain()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from simulator import audio
-from simulator.dialect import BETA, BETA_EVENT_NAMES, Dialect
+from simulator.dialect import BETA, BETA_EVENT_NAMES, GA_ONLY_EVENTS, Dialect
 from simulator.engine import Limits
 from simulator.model import Script, ScriptedModel
 from simulator.protocol import SERVER_EVENT_TYPES, RealtimeError
@@ -68,6 +68,27 @@ def every_kind_of_event(dialect: Dialect) -> list[dict[str, Any]]:
     step({"type": "input_audio_buffer.commit"})
     step({"type": "input_audio_buffer.clear"})
     step({"type": "response.cancel"})  # an error: nothing active
+    vad_update: dict[str, Any] = {
+        "input_audio_transcription": {"model": "whisper-1"},
+        "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000},
+    }
+    if not dialect.beta:
+        vad_update = {
+            "type": "realtime",
+            "audio": {
+                "input": {
+                    "transcription": {"model": "whisper-1"},
+                    "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000},
+                }
+            },
+        }
+    step({"type": "session.update", "session": vad_update})
+    spoken = audio.build_utterance([("silence", 400), ("speech", 900), ("silence", 1500)], seed=5).pcm
+    step({"type": "input_audio_buffer.append", "audio": base64.b64encode(spoken).decode()})
+    session.fail_next_transcription = True
+    step({"type": "input_audio_buffer.append", "audio": base64.b64encode(spoken).decode()})
+    quiet = audio.to_pcm(audio.silence(6000))
+    step({"type": "input_audio_buffer.append", "audio": base64.b64encode(quiet).decode()})
     run = session.create_response({}, 1.0)
     session.fail_response(run, RealtimeError("The server had an error.", type="server_error"))
     events.extend(session.drain())
@@ -87,7 +108,7 @@ def test_every_beta_event_kind_validates_against_the_beta_union() -> None:
     events = every_kind_of_event(BETA)
     for event in events:
         validate_beta(event)
-    expected = {BETA_EVENT_NAMES.get(t, t) for t in SERVER_EVENT_TYPES} - {"conversation.item.done"}
+    expected = {BETA_EVENT_NAMES.get(t, t) for t in SERVER_EVENT_TYPES - GA_ONLY_EVENTS}
     assert {e["type"] for e in events} == expected
 
 

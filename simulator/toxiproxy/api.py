@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from .errors import ApiError
 from .gojson import decode_body, dumps, read_bool, read_float32, read_string, value_type_error
-
-if TYPE_CHECKING:
-    from .server import ToxiproxyServer
+from .server import PopulateFailed, ToxiproxyServer
 
 Handler = Callable[..., Awaitable[web.Response]]
 
 _JSON = "application/json"
-_SERVER_KEY = web.AppKey("toxiproxy_server", object)
+_SERVER_KEY = web.AppKey("toxiproxy_server", ToxiproxyServer)
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -73,8 +71,6 @@ async def proxy_create(server: ToxiproxyServer, request: web.Request) -> web.Res
 
 
 async def populate(server: ToxiproxyServer, request: web.Request) -> web.Response:
-    from .server import PopulateFailed
-
     try:
         value = decode_body(await request.read())
         items = [] if value is None else value
@@ -201,7 +197,7 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
 async def dispatch(request: web.Request) -> web.Response:
     """Route like gorilla/mux in the real server: unknown path 404, known path with another method 405,
     then (for matched routes only) browsers refused with 403."""
-    server: ToxiproxyServer = request.app[_SERVER_KEY]  # type: ignore[assignment]
+    server = request.app[_SERVER_KEY]
     for pattern, route_methods in ROUTES:
         match = pattern.fullmatch(request.path)
         if match is not None:

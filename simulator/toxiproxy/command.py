@@ -25,8 +25,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--seed", type=int, default=None, help="seed toxicity draws, jitter and slicing")
     parser.add_argument("--config", type=Path, default=None, help="JSON file of proxies to populate at start")
     parser.add_argument("--bench", action="store_true", help="measure proxy overhead and throughput; exit")
-    parser.add_argument("--bench-round-trips", type=int, default=3000, help="round trips measured")
-    parser.add_argument("--bench-megabytes", type=int, default=100, help="MB sent to measure throughput")
+    parser.add_argument(
+        "--bench-round-trips", type=int, default=3000, help="round trips measured (default 3000)"
+    )
+    parser.add_argument(
+        "--bench-megabytes", type=int, default=100, help="MB sent to measure throughput (default 100)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -12,7 +12,8 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 from .toxics import Channel, Chunk, Item, NoopToxic, Outlet, ToxicSpec, ToxicStub
 
@@ -224,9 +225,9 @@ class ToxicLink:
         toxic = stage.spec.toxic if self._rng.random() < stage.spec.toxicity else _NOOP
         stage.task = self._loop.create_task(self._run(toxic.pipe(stage.stub), stage.spec.name))
 
-    async def _run(self, pipe: object, name: str) -> None:
+    async def _run(self, pipe: Coroutine[Any, Any, None], name: str) -> None:
         try:
-            await pipe  # type: ignore[misc]
+            await pipe
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -218,11 +218,13 @@ class Proxy:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-            await server.wait_closed()
         for dial in list(self._dials):
             dial.cancel()
         for connection in list(self._connections):
             connection.close()
+        if server is not None:
+            # Only after closing the connections: from Python 3.12 this waits for them.
+            await server.wait_closed()
         log.info("proxy %s stopped", self.name)
 
     # connections

@@ -38,6 +38,7 @@ class Upstream:
         self.received = bytearray()
         self.closed_events: list[asyncio.Event] = []
         self._accepted_event = asyncio.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> Upstream:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -47,6 +48,7 @@ class Upstream:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        self._writers.add(writer)
         ended = asyncio.Event()
         self.closed_events.append(ended)
         self._accepted_event.set()
@@ -57,6 +59,7 @@ class Upstream:
             pass
         finally:
             ended.set()
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -75,6 +78,13 @@ class Upstream:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            # Let the handlers see their connections end rather than be cancelled with the loop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    for ended in self.closed_events:
+                        await ended.wait()
             await self._server.wait_closed()
 
 
