@@ -64,6 +64,11 @@ SERVER_EVENT_TYPES = frozenset(
     }
 )
 
+# Events only a transport emits (WebRTC's output audio buffer); validated by that transport's tests.
+TRANSPORT_EVENT_TYPES = frozenset(
+    {"output_audio_buffer.started", "output_audio_buffer.stopped", "output_audio_buffer.cleared"}
+)
+
 # The real service caps one client event at 15 MiB of audio; a frame a little larger than that is the
 # largest event we parse. Larger frames get an error event and are dropped, the session goes on.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
