@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -224,9 +223,10 @@ class Session:
         model_name: str = session_config.DEFAULT_MODEL,
         dialect: Dialect = GA,
         initial_config: dict[str, Any] | None = None,
-        max_session_minutes_label: float | None = None,
+        audio_seed: int = 0,
     ) -> None:
         self.ids = ids
+        self.audio_seed = audio_seed
         self.model = model
         self.limits = limits or Limits()
         self.dialect = dialect
@@ -238,11 +238,7 @@ class Session:
         self.started_at = now
         self.deadline = now + self.limits.max_session
         self.expires_at = int(wall + self.limits.max_session)
-        minutes = (
-            max_session_minutes_label
-            if max_session_minutes_label is not None
-            else self.limits.max_session / 60
-        )
+        minutes = self.limits.max_session / 60
         self.expiry_message = f"Your session hit the maximum duration of {minutes:g} minutes."
         self.items: list[Item] = []
         self.by_id: dict[str, Item] = {}
@@ -908,13 +904,7 @@ class Session:
                 self._emit({"type": "response.output_text.delta", **ids, "delta": piece})
             return
         self.assistant_audio_present = True
-        seed = zlib.crc32(run.id.encode())  # stable across processes, unlike hash()
-        pcm = audio.speech_for_text(text, seed=seed)
-        if run.config["format"]["type"] != "audio/pcm":
-            pcm = _encode_g711(pcm, run.config["format"]["type"])
-            bytes_per_ms = 8
-        else:
-            bytes_per_ms = BYTES_PER_MS
+        pcm, bytes_per_ms = self._speech(text, run.config["format"]["type"])
         chunk = self.limits.chunk_ms * bytes_per_ms
         total_ms = len(pcm) // bytes_per_ms
         n_chunks = max(1, math.ceil(len(pcm) / chunk))
@@ -935,6 +925,19 @@ class Session:
             if k < n_chunks - 1 and pace > 0:
                 due += pace
                 yield due
+
+    def _speech(self, text: str, fmt: str) -> tuple[bytes, int]:
+        """The reply's audio in the output format, and its bytes per millisecond.
+
+        Seeded by the session's audio seed and the text (not the response), so a load test's repeated
+        replies come from the synthesis cache; G.711 is synthesised at 8 kHz rather than resampled.
+        """
+        if fmt == "audio/pcm":
+            return audio.speech_for_text(text, seed=self.audio_seed), BYTES_PER_MS
+        narrowband = audio.speech_for_text(text, seed=self.audio_seed, rate=audio.G711_RATE)
+        samples = np.frombuffer(narrowband, "<i2")
+        encoded = audio.ulaw_encode(samples) if fmt == "audio/pcmu" else audio.alaw_encode(samples)
+        return encoded, audio.G711_RATE // 1000
 
     def _part_ids(self, run: ResponseRun, output: Output) -> dict[str, Any]:
         return {
@@ -1077,8 +1080,3 @@ def _word_pieces(text: str, n: int) -> list[str]:
 
 def _chunks(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-def _encode_g711(pcm: bytes, fmt: str) -> bytes:
-    samples = audio.resample(np.frombuffer(pcm, dtype="<i2"), audio.SAMPLE_RATE, 8000)
-    return audio.ulaw_encode(samples) if fmt == "audio/pcmu" else audio.alaw_encode(samples)

@@ -620,6 +620,7 @@ class RealtimeServer:
             model_name=model_name,
             dialect=dialect,
             initial_config=initial_config,
+            audio_seed=self.config.seed,
         )
         self.history.record(
             "session",
