@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import statistics
@@ -61,35 +62,45 @@ async def _one_session(url: str, start_at: float, lateness: list[float], counts:
         counts.append(k)
 
 
-async def _measure(base_url: str, sessions: int, ramp: float) -> dict[str, Any]:
+async def _client_share(base_url: str, sessions: int, start_at: float) -> tuple[list[float], int, int]:
     url = base_url.replace("http://", "ws://") + "/realtime?model=gpt-realtime"
     lateness: list[float] = []
     counts: list[int] = []
-    start_at = time.monotonic() + ramp + 0.5
-    results = await asyncio.gather(
-        *(_one_session(url, start_at + i * 0.1 / sessions, lateness, counts) for i in range(sessions)),
-        return_exceptions=True,
-    )
-    failures = [r for r in results if isinstance(r, BaseException)]
-    ordered = sorted(lateness) or [0.0]
+    results = await asyncio.gather(*(_one_session(url, start_at + i * 0.1 / sessions, lateness, counts)
+                                     for i in range(sessions)), return_exceptions=True)
+    return lateness, len(counts), sum(isinstance(r, BaseException) for r in results)
+
+
+def _client_process(base_url: str, sessions: int, start_at: float) -> tuple[list[float], int, int]:
+    return asyncio.run(_client_share(base_url, sessions, start_at))
+
+
+def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str, Any]:
+    """Spread the sessions over `procs` client processes so the clients are not what saturates."""
+    start_at = time.monotonic() + ramp + 0.5 * procs  # CLOCK_MONOTONIC is shared by the processes
+    shares = [sessions // procs + (1 if i < sessions % procs else 0) for i in range(procs)]
+    with concurrent.futures.ProcessPoolExecutor(procs) as pool:
+        parts = list(pool.map(_client_process, [base_url] * procs, shares, [start_at] * procs))
+    lateness = sorted(x for part in parts for x in part[0]) or [0.0]
     return {
         "sessions": sessions,
-        "completed": len(counts),
-        "failed": len(failures),
+        "client_procs": procs,
+        "completed": sum(p[1] for p in parts),
+        "failed": sum(p[2] for p in parts),
         "deltas": len(lateness),
-        "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1),
-        "max_ms": round(ordered[-1] * 1000, 1),
+        "p50_ms": round(statistics.median(lateness) * 1000, 1),
+        "p99_ms": round(lateness[int(len(lateness) * 0.99) - 1] * 1000, 1),
+        "max_ms": round(lateness[-1] * 1000, 1),
     }
 
 
-def run_sessions(levels: list[int], *, ramp: float = 2.0) -> list[dict[str, Any]]:
+def run_sessions(levels: list[int], *, ramp: float = 2.0, procs: int = 2) -> list[dict[str, Any]]:
     proc, base_url = start_server()
     rows = []
     try:
         for level in levels:
             cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
-            row = asyncio.run(_measure(base_url, level, ramp))
+            row = _measure(base_url, level, ramp, procs)
             cpu = _cpu_seconds(proc.pid) - cpu_before
             row["server_cpu_pct"] = round(100 * cpu / (time.monotonic() - wall_before), 1)
             audio_s = row["deltas"] * 0.1
@@ -111,6 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="50,200,500,1000",
         help="comma-separated session counts to try (default 50,200,500,1000)",
     )
+    sessions.add_argument("--client-procs", type=int, default=2, help="client processes (default 2)")
     sessions.set_defaults(func=lambda args: _print_sessions(args))
 
 
@@ -118,5 +130,5 @@ def _print_sessions(args: argparse.Namespace) -> int:
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     print(f"reply: {len(REPLY_TEXT)} chars of transcript per session; "
           "lateness = arrival - (request sent + k*100 ms)")
-    run_sessions(levels)
+    run_sessions(levels, procs=args.client_procs)
     return 0
