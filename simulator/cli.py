@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "simulator.demo",
     "simulator.bench",
     "simulator.control",
+    "scenarios.command",
     "simulator.audio",
     "simulator.toxiproxy.command",
 )

@@ -238,6 +238,7 @@ class Session:
         self.started_at = now
         self.deadline = now + self.limits.max_session
         self.expires_at = int(wall + self.limits.max_session)
+        self.deadline_wall = wall + self.limits.max_session  # expires_at is whole seconds; this is exact
         minutes = self.limits.max_session / 60
         self.expiry_message = f"Your session hit the maximum duration of {minutes:g} minutes."
         self.items: list[Item] = []

@@ -7,8 +7,10 @@ and `kind`:
 - `http` — a REST call: `method`, `path`, `status`, `key_id`, `reason`.
 - `token` — an ephemeral token minted: `token_id`, `key_id`, `expires_at`, `usable_until`.
 - `handshake` — a WebSocket/WebRTC connection attempt: `conn`, `path`, `transport`, `key_id`, `auth`
-  (`api_key` | `ephemeral`), `token_id`, `accepted`, `status`, `reason`.
-- `session` — a session began: `session`, `conn`, `key_id`, `model`, `profile`, `expires_at`.
+  (`api_key` | `ephemeral`), `token_id`, `credential` (a fingerprint of the key or token presented, so
+  one expired token retried twice shows), `accepted`, `status`, `reason`.
+- `session` — a session began: `session`, `conn`, `key_id`, `model`, `profile`, `expires_at`,
+  `deadline_wall` (the exact moment of the cap; `expires_at` is whole seconds).
 - `event` — one event: `dir` (`in` from the client, `out` to it), `session`, `event` (audio payloads are
   replaced by `audio_bytes`, so hours of audio stay small).
 - `close` — a connection ended: `session`, `conn`, `code`, `reason`, `by` (`client` | `server` | `network`).
@@ -22,7 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +51,8 @@ def summarize_event(event: dict[str, Any]) -> dict[str, Any]:
 class History:
     def __init__(self, record_dir: str | Path | None = None, *, name: str | None = None) -> None:
         self.records: list[dict[str, Any]] = []
+        # Called with every new record: how a scenario follows its client live (event-relative faults).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.path: Path | None = None
@@ -72,6 +76,8 @@ class History:
             **fields,
         }
         self.records.append(entry)
+        for listener in self.listeners:
+            listener(entry)
         if self._file is not None:
             self._file.write(json.dumps(entry, separators=(",", ":"), default=str) + "\n")
         return entry

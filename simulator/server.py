@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from . import control, plan, session_config
 from .dialect import BETA, GA, Dialect
 from .engine import Limits, Session
-from .faults import FaultState
+from .faults import FaultState, retry_after_header
 from .history import History
 from .model import Script, ScriptedModel
 from .protocol import IdFactory, RealtimeError, decode_client_frame, encode
@@ -225,11 +225,13 @@ class Connection:
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while pending and not self.stalled:
+            while pending and not self.stalled and self.closed_by is None:
                 due, event = pending[0]
                 if due and (wait := due - self.loop.time()) > 0:
-                    await asyncio.sleep(wait)
-                    continue  # a stall or drop may have come meanwhile
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), wait)
+                    continue  # a stall, drop or close may have come meanwhile
                 pending.popleft()
                 history.event("out", sid, event)
                 try:
@@ -291,8 +293,10 @@ class Connection:
     def set_latency(self, latency: float, jitter: float = 0.0) -> None:
         self.latency, self.jitter = latency, jitter
 
-    def close_after(self, code: int, reason: str, error: RealtimeError | None = None) -> None:
-        """A close frame with `code` once what is queued (and an optional error event) has gone out."""
+    def close_now(self, code: int, reason: str, error: RealtimeError | None = None) -> None:
+        """A close frame now, after an optional error event; what is still queued never goes out."""
+        self.session.drain()
+        self.pending.clear()
         if error is not None:
             self.session.error(error)
         self.session.close_request = (code, reason)
@@ -477,13 +481,14 @@ class RealtimeServer:
         if "call_id" in request.query and self.sideband is not None:
             return await self.sideband(request)
         conn_id = self._new_conn_id()
+        credential = read_credential(request, azure=self.profile.azure)
         handshake = {
             "conn": conn_id,
             "path": request.path,
             "transport": "websocket",
             "query": dict(request.query),
+            "credential": key_id(credential.value)[4:] if credential.value else None,
         }
-        credential = read_credential(request, azure=self.profile.azure)
 
         def refuse(
             status: int, reason: str, message: str, key: str | None = None, **extra: Any
@@ -523,7 +528,9 @@ class RealtimeServer:
         rejection = self.faults.take_rejection(identity)
         if rejection is not None and rejection.status is not None:
             headers = (
-                {"Retry-After": f"{rejection.retry_after:g}"} if rejection.retry_after is not None else {}
+                {"Retry-After": retry_after_header(rejection.retry_after)}
+                if rejection.retry_after is not None
+                else {}
             )
             response = refuse(
                 rejection.status,
@@ -631,6 +638,7 @@ class RealtimeServer:
             profile=self.profile.name,
             dialect=dialect.name,
             expires_at=session.expires_at,
+            deadline_wall=round(session.deadline_wall, 6),
             token_id=token_id,
         )
         conn = Connection(self, request, ws, session, conn_id, identity)
@@ -649,10 +657,7 @@ class RealtimeServer:
             self.control.apply_plan(self.chaos, conn, "plan:server")
         attached = request.headers.get("X-Rtsim-Chaos") or request.query.get("rtsim_chaos")
         if attached:
-            try:
-                self.control.apply_plan(plan.parse(attached), conn, "plan:connection")
-            except RealtimeError as exc:
-                conn.session.error(exc)
+            self.control.attach_plan(attached, conn)
 
     def _dialect_for(self, request: web.Request) -> Dialect:
         beta_header = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
@@ -749,7 +754,7 @@ class RealtimeServer:
                 type="requests",
                 code="rate_limit_exceeded",
             )
-            response.headers["Retry-After"] = f"{max(limited, self.faults.rate_limit_retry_after):.0f}"
+            response.headers["Retry-After"] = self.faults.rate_limit_retry_after()
             self.history.record(
                 "http",
                 method=request.method,

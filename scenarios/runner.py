@@ -1,0 +1,341 @@
+"""Running scenarios: a simulator per run, the client as a real process, the fault timeline, the checks.
+
+Jepsen's parts, kept apart and joined by one recorded history: the *generator* is the scenario's user side
+(played by the client from RTSIM_SCENARIO), the *nemesis* is the fault timeline (injected through the same
+control plane as `rtsim fault`), the *client* is any program, and the *checkers* read the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulator import control, tokens
+from simulator.protocol import RealtimeError
+from simulator.server import RealtimeServer, ServerConfig
+
+from .checkers import RunView, Verdict, run_checks
+from .spec import FaultStep, Scenario
+
+# The built-in clients, as the commands that run them; any other program comes through --client-cmd.
+CLIENTS: dict[str, list[str]] = {
+    "reference": [sys.executable, "-m", "clients.reference"],
+    "naive": [sys.executable, "-m", "clients.naive"],
+    "openai-sdk": [sys.executable, "-m", "clients.openai_sdk"],
+    "reference-webrtc": [sys.executable, "-m", "clients.reference_webrtc"],
+}
+GRACE_SECONDS = 15.0  # beyond the scenario's duration, before a client that does not stop is killed
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    command: Sequence[str]
+
+    @classmethod
+    def named(cls, name: str) -> ClientSpec:
+        if name not in CLIENTS:
+            raise ValueError(f"unknown client {name!r} (built-in: {', '.join(CLIENTS)}; or use --client-cmd)")
+        return cls(name, CLIENTS[name])
+
+    @classmethod
+    def from_command(cls, command: str) -> ClientSpec:
+        return cls("custom", shlex.split(command))
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    client: ClientSpec
+    verdicts: list[Verdict]
+    exit_code: int | None
+    seconds: float
+    history_path: Path | None = None
+    log_path: Path | None = None
+    timed_out: bool = False
+    faults: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(v.ok for v in self.verdicts) and not self.timed_out
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for verdict in self.verdicts:
+            merged.update({k: v for k, v in verdict.figures.items() if v is not None})
+        return merged
+
+
+def run_key(scenario: Scenario, client: ClientSpec, seed: int) -> str:
+    """An API key unique to the run, so its history is one client identity."""
+    return f"sk-rtsim-{scenario.name}-{client.name}-{seed}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+
+
+class EmbeddedSimulator:
+    """A simulator of the run's own, in this process, configured from the scenario."""
+
+    def __init__(self, scenario: Scenario, seed: int, script_path: Path) -> None:
+        config = ServerConfig(
+            profile=scenario.profile,
+            seed=seed,
+            script=str(script_path),
+            **{k: v for k, v in scenario.server.items() if k != "seed"},
+        )
+        self.server = RealtimeServer(config)
+        self.base_url = ""
+
+    async def start(self) -> None:
+        self.base_url = await self.server.start()
+
+    def inject(self, kind: str, params: dict[str, Any], key: str) -> str:
+        assert self.server.control is not None
+        return self.server.control.inject(kind, params, {"key": key}, None, route="scenario")["result"]
+
+    def follow(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        self.server.history.listeners.append(callback)
+        return lambda: self.server.history.listeners.remove(callback)
+
+    async def records(self, key: str) -> list[dict[str, Any]]:
+        return self.server.history.records
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+class RemoteSimulator:
+    """A simulator someone else started (`--server URL`): faults and history through its control API.
+
+    Its limits are whatever it was started with; the run's key keeps this run's records apart.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        status, _ = await asyncio.to_thread(control.call, self.base_url, "GET", f"{control.PREFIX}/sessions")
+        if status >= 400:
+            raise RuntimeError(f"no rtsim control API at {self.base_url} (HTTP {status})")
+
+    def inject(self, kind: str, params: dict[str, Any], key: str) -> str:
+        status, body = control.call(
+            self.base_url,
+            "POST",
+            f"{control.PREFIX}/faults",
+            {"kind": kind, "params": params, "target": {"key": key}},
+        )
+        if status >= 400:
+            raise RealtimeError(body["error"]["message"] if isinstance(body, dict) else str(body))
+        return str(body["result"])
+
+    async def records(self, key: str) -> list[dict[str, Any]]:
+        _status, text = await asyncio.to_thread(
+            control.call, self.base_url, "GET", f"{control.PREFIX}/history", raw=True
+        )
+        every = [json.loads(line) for line in (text or "").splitlines() if line.strip()]
+        key_id = tokens.key_id(key)
+        sessions = {r["session"] for r in every if r["kind"] == "session" and r.get("key_id") == key_id}
+        conns = {r["conn"] for r in every if r["kind"] == "handshake" and r.get("key_id") == key_id}
+        return [
+            r
+            for r in every
+            if r.get("key_id") == key_id or r.get("session") in sessions or r.get("conn") in conns
+        ]
+
+    def follow(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        async def poll() -> None:
+            since = 0
+            while True:
+                _status, text = await asyncio.to_thread(
+                    control.call,
+                    self.base_url,
+                    "GET",
+                    f"{control.PREFIX}/history?kind=event&since={since}",
+                    raw=True,
+                )
+                for line in (text or "").splitlines():
+                    record = json.loads(line)
+                    since = record["seq"] + 1
+                    callback(record)
+                await asyncio.sleep(0.1)
+
+        task = asyncio.create_task(poll())
+        return task.cancel
+
+    async def stop(self) -> None:
+        return None
+
+
+async def run_one(
+    scenario: Scenario,
+    client: ClientSpec,
+    *,
+    seed: int = 0,
+    out_dir: Path | None = None,
+    server_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> RunResult:
+    """One scenario against one client, on a simulator of its own (or the one at `server_url`)."""
+    out_dir = out_dir or Path("runs") / "adhoc"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{scenario.name}--{client.name}"
+    script_path = out_dir / f"{stem}.script.yaml"
+    script_path.write_text(yaml.safe_dump(scenario.model_script()))
+    scenario_path = out_dir / f"{stem}.scenario.json"
+    scenario_path.write_text(json.dumps(scenario.client_document(), indent=2))
+    simulator: EmbeddedSimulator | RemoteSimulator = (
+        RemoteSimulator(server_url) if server_url else EmbeddedSimulator(scenario, seed, script_path)
+    )
+    await simulator.start()
+    key = run_key(scenario, client, seed)
+    env = {
+        **os.environ,
+        **(extra_env or {}),
+        "OPENAI_BASE_URL": simulator.base_url,
+        "OPENAI_API_KEY": key,
+        "RTSIM_SCENARIO": str(scenario_path),
+        "RTSIM_SEED": str(seed),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = out_dir / f"{stem}.client.log"
+    started = time.monotonic()
+    nemesis = Nemesis(simulator, key, scenario.faults)
+    timed_out = False
+    try:
+        with log_path.open("w") as log:
+            process = await asyncio.create_subprocess_exec(
+                *client.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+            )
+            nemesis.start(asyncio.get_running_loop())
+            try:
+                exit_code: int | None = await asyncio.wait_for(
+                    process.wait(), scenario.duration + GRACE_SECONDS
+                )
+            except TimeoutError:
+                timed_out = True
+                process.kill()
+                exit_code = await process.wait()
+            finally:
+                nemesis.stop()
+        await asyncio.sleep(0.3)  # let the server record the last closes
+        records = await simulator.records(key)
+    finally:
+        await simulator.stop()
+    view = RunView(records, user_turns=scenario.user, client_exit=exit_code)
+    verdicts = run_checks(view, scenario.checks)
+    if timed_out:
+        verdicts.append(
+            Verdict(
+                "client_finished",
+                False,
+                f"the client was still running "
+                f"{scenario.duration + GRACE_SECONDS:g}s after it started and was killed",
+            )
+        )
+    history_path = out_dir / f"{stem}.history.jsonl"
+    history_path.write_text(
+        "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records)
+    )
+    return RunResult(
+        scenario,
+        client,
+        verdicts,
+        exit_code,
+        time.monotonic() - started,
+        history_path,
+        log_path,
+        timed_out,
+        nemesis.log,
+    )
+
+
+class Nemesis:
+    """The fault timeline of one run: at fixed times, or a delay after the nth server event of a type.
+
+    Faults target every live session of the run's key, so they follow the client across reconnects.
+    """
+
+    def __init__(
+        self, simulator: EmbeddedSimulator | RemoteSimulator, key: str, steps: Sequence[FaultStep]
+    ) -> None:
+        self.simulator = simulator
+        self.key = key
+        self.steps = steps
+        self.handles: list[asyncio.TimerHandle] = []
+        self.counts: dict[str, int] = {}
+        self.log: list[str] = []
+        self._waiting = [s for s in steps if s.after_event is not None]
+        self._unfollow: Callable[[], None] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        for step in self.steps:
+            if step.at is not None:
+                self.handles.append(loop.call_later(step.at, self.fire, step))
+        if self._waiting:
+            self._unfollow = self.simulator.follow(self._on_record)
+
+    def _on_record(self, record: dict[str, Any]) -> None:
+        if record["kind"] != "event" or record["dir"] != "out":
+            return
+        event_type = record["event"].get("type")
+        if event_type not in {s.after_event for s in self._waiting}:
+            return
+        self.counts[event_type] = count = self.counts.get(event_type, 0) + 1
+        for step in [s for s in self._waiting if s.after_event == event_type and s.nth == count]:
+            self._waiting.remove(step)
+            self.handles.append(self.loop.call_later(step.delay, self.fire, step))
+
+    def fire(self, step: FaultStep) -> None:
+        try:
+            result = self.simulator.inject(step.kind, dict(step.params), self.key)
+            self.log.append(f"{step.describe()}: {result}")
+        except RealtimeError as exc:  # e.g. the client was between sessions at that moment
+            self.log.append(f"{step.describe()}: skipped ({exc.message})")
+
+    def stop(self) -> None:
+        for handle in self.handles:
+            handle.cancel()
+        if self._unfollow is not None:
+            self._unfollow()
+
+
+async def run_matrix(
+    scenarios: Sequence[Scenario],
+    clients: Sequence[ClientSpec],
+    *,
+    seed: int = 0,
+    jobs: int = 4,
+    out_dir: Path,
+    server_url: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[RunResult]:
+    """Every scenario against every client, `jobs` at a time (each run has its own simulator and port)."""
+    semaphore = asyncio.Semaphore(jobs)
+    pairs = [(s, c) for c in clients for s in scenarios]
+    done = 0
+
+    async def one(scenario: Scenario, client: ClientSpec) -> RunResult:
+        nonlocal done
+        async with semaphore:
+            result = await run_one(scenario, client, seed=seed, out_dir=out_dir, server_url=server_url)
+        done += 1
+        if progress is not None:
+            status = "PASS" if result.passed else "FAIL"
+            progress(
+                f"[{done}/{len(pairs)}] {scenario.name} × {client.name}: {status} ({result.seconds:.1f}s)"
+            )
+        return result
+
+    return list(await asyncio.gather(*(one(s, c) for s, c in pairs)))

@@ -1,0 +1,255 @@
+"""Scenarios as data: what the simulator is, what the user says, which faults happen when, what must hold.
+
+A scenario file (YAML) looks like::
+
+    name: drop-mid-response
+    description: The connection drops (1006) while the model is speaking.
+    profile: openai                 # openai | openai-beta | azure
+    time_scale: 1                   # divide every time below by this (see "Time compression")
+    server: {max_session: 3600, token_ttl: 600, expiry_ending: both, idle_timeout: null,
+             max_sessions_per_key: null, response_latency: 0, pacing: 1}
+    duration: 12                    # seconds the client runs (its `end_at`)
+    instructions: "Be brief."       # optional session instructions, tools: [...] optional
+    user:                           # the user's side, handed to the client (clients/README.md)
+      - {at: 0.5, say: "My name is Alice."}
+      - {at: 6, say: "What is my name?", mode: audio}
+    faults:                         # the timeline
+      - {at: 2.0, kind: drop}                                        # seconds after the client started
+      - {after: {event: response.created, nth: 2, delay: 0.3}, kind: close, params: {code: 1011}}
+    checks:                         # invariants over the recorded history
+      - reconnected_within: {seconds: 5}
+      - context_restored
+      - answer: {turn: 1, contains: "Alice"}
+
+Time compression: a scenario may be written in real-world time and run compressed. With `time_scale: 600`
+a `max_session: 3600` cap becomes 6 s, and every `at`, `delay`, `duration`, token TTL and idle timeout
+shrinks by the same factor, so the timeline keeps its shape. Check thresholds (a reconnect gap, a backoff)
+are about the client's own wall-clock behaviour and are not scaled.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulator.faults import CATALOGUE
+from simulator.server import PROFILES
+
+LIBRARY = Path(__file__).parent / "library"
+SCALED_SERVER_KEYS = ("max_session", "token_ttl", "idle_timeout")
+SERVER_KEYS = (
+    *SCALED_SERVER_KEYS,
+    "expiry_ending",
+    "max_sessions_per_key",
+    "response_latency",
+    "pacing",
+    "context_window",
+    "seed",
+)
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot run, with where the problem is."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    at: float
+    say: str
+    mode: str = "text"
+
+
+@dataclass(frozen=True)
+class FaultStep:
+    """One fault of the timeline: at `at` seconds, or `delay` after the nth server event of a type."""
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    at: float | None = None
+    after_event: str | None = None
+    nth: int = 1
+    delay: float = 0.0
+
+    def describe(self) -> str:
+        when = (
+            f"t={self.at:g}s"
+            if self.at is not None
+            else f"{self.delay:g}s after {self.after_event} #{self.nth}"
+        )
+        params = ",".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.kind}({params}) at {when}"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str = ""
+    profile: str = "openai"
+    server: Mapping[str, Any] = field(default_factory=dict)
+    duration: float = 10.0
+    user: tuple[Turn, ...] = ()
+    faults: tuple[FaultStep, ...] = ()
+    checks: tuple[Check, ...] = ()
+    instructions: str | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()
+    script: Mapping[str, Any] | None = None
+    source: str = ""
+
+    def client_document(self) -> dict[str, Any]:
+        """The user's side, as the client interface (clients/README.md) reads it from RTSIM_SCENARIO."""
+        document: dict[str, Any] = {
+            "name": self.name,
+            "model": "gpt-realtime",
+            "turns": [{"at": t.at, "say": t.say, "mode": t.mode} for t in self.user],
+            "end_at": self.duration,
+        }
+        if self.instructions is not None:
+            document["instructions"] = self.instructions
+        if self.tools:
+            document["tools"] = [dict(tool) for tool in self.tools]
+        return document
+
+    def model_script(self) -> dict[str, Any]:
+        """The scripted model for this run: audio turns' transcripts are what the user says in them."""
+        script = copy.deepcopy(dict(self.script or {}))
+        spoken = [t.say for t in self.user if t.mode == "audio"]
+        if spoken and "transcripts" not in script:
+            script["transcripts"] = spoken
+        return script
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ScenarioError(f"{where}: expected a non-negative number, got {value!r}")
+    return float(value)
+
+
+def from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario:
+    """Build a scenario from plain data (what the YAML holds), applying time compression."""
+    from .checkers import CHECKERS  # the checker registry names what a scenario may ask for
+
+    where = source or data.get("name", "scenario")
+    if not isinstance(data, Mapping) or not isinstance(data.get("name"), str):
+        raise ScenarioError(f"{where}: a scenario needs a string `name`")
+    known = {
+        "name",
+        "description",
+        "profile",
+        "time_scale",
+        "server",
+        "duration",
+        "user",
+        "faults",
+        "checks",
+        "instructions",
+        "tools",
+        "script",
+    }
+    unknown = set(data) - known
+    if unknown:
+        raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}")
+    scale = _number(data.get("time_scale", 1), f"{where}: time_scale") or 1.0
+    profile = data.get("profile", "openai")
+    if profile not in PROFILES:
+        raise ScenarioError(f"{where}: profile must be one of {sorted(PROFILES)}")
+    server = dict(data.get("server") or {})
+    for key in server:
+        if key not in SERVER_KEYS:
+            raise ScenarioError(f"{where}: unknown server setting `{key}` (known: {', '.join(SERVER_KEYS)})")
+    for key in SCALED_SERVER_KEYS:
+        if server.get(key) is not None:
+            server[key] = _number(server[key], f"{where}: server.{key}") / scale
+    user = tuple(
+        Turn(
+            at=_number(t.get("at", 0), f"{where}: user[{i}].at") / scale,
+            say=str(t["say"]),
+            mode=t.get("mode", "text"),
+        )
+        for i, t in enumerate(data.get("user") or [])
+    )
+    faults = tuple(_fault(raw, i, scale, where) for i, raw in enumerate(data.get("faults") or []))
+    checks = tuple(_check(raw, i, where, CHECKERS) for i, raw in enumerate(data.get("checks") or []))
+    return Scenario(
+        name=data["name"],
+        description=str(data.get("description", "")),
+        profile=profile,
+        server=server,
+        duration=_number(data.get("duration", 10), f"{where}: duration") / scale,
+        user=user,
+        faults=faults,
+        checks=checks,
+        instructions=data.get("instructions"),
+        tools=tuple(data.get("tools") or ()),
+        script=data.get("script"),
+        source=source,
+    )
+
+
+def _fault(raw: Any, index: int, scale: float, where: str) -> FaultStep:
+    if not isinstance(raw, Mapping) or raw.get("kind") not in CATALOGUE:
+        raise ScenarioError(
+            f"{where}: faults[{index}] needs a `kind` from the catalogue ({', '.join(CATALOGUE)})"
+        )
+    params = dict(raw.get("params") or {})
+    if "at" in raw:
+        return FaultStep(raw["kind"], params, at=_number(raw["at"], f"{where}: faults[{index}].at") / scale)
+    after = raw.get("after")
+    if not isinstance(after, Mapping) or not isinstance(after.get("event"), str):
+        raise ScenarioError(
+            f"{where}: faults[{index}] needs `at: SECONDS` or `after: {{event: TYPE, nth: N}}`"
+        )
+    return FaultStep(
+        raw["kind"],
+        params,
+        after_event=after["event"],
+        nth=int(after.get("nth", 1)),
+        delay=_number(after.get("delay", 0), f"{where}: faults[{index}].after.delay") / scale,
+    )
+
+
+def _check(raw: Any, index: int, where: str, known: Mapping[str, Any]) -> Check:
+    name: Any = None
+    params: Any = {}
+    if isinstance(raw, str):
+        name = raw
+    elif isinstance(raw, Mapping) and len(raw) == 1:
+        name, params = next(iter(raw.items()))
+    if name not in known:
+        raise ScenarioError(f"{where}: checks[{index}] must name a checker ({', '.join(known)})")
+    return Check(name, dict(params or {}))
+
+
+def load(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    return from_dict(data, source=str(path))
+
+
+def discover(paths: list[str]) -> list[Scenario]:
+    """Scenario files named, or every *.yaml in the directories named (the built-in library by default)."""
+    files: list[Path] = []
+    for raw in paths or [str(LIBRARY)]:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.yaml")))
+        elif path.exists():
+            files.append(path)
+        elif (LIBRARY / f"{raw}.yaml").exists():
+            files.append(LIBRARY / f"{raw}.yaml")
+        else:
+            raise ScenarioError(f"no scenario file or directory {raw!r}")
+    return [load(f) for f in files]
