@@ -175,8 +175,15 @@ def _user_text(item: dict[str, Any]) -> str:
     return " ".join(p.get("text") or p.get("transcript") or "" for p in item.get("content") or []).strip()
 
 
-def answered_turns(run: RunView) -> list[tuple[str, dict[str, Any], SessionView]]:
-    """(user text, completed response.done record, session) for every completed response to a user turn."""
+def answered_turns(
+    run: RunView, *, interrupted_counts: bool = False
+) -> list[tuple[str, dict[str, Any], SessionView]]:
+    """(user text, response.done record, session) for every completed response to a user turn.
+
+    With `interrupted_counts`, a response the user talked over (cancelled by the client or by turn detection)
+    counts too: the user moved on, nothing was lost.
+    """
+    statuses = ("completed", "cancelled") if interrupted_counts else ("completed",)
     answers = []
     for session in run.sessions:
         last_user = ""
@@ -187,7 +194,7 @@ def answered_turns(run: RunView) -> list[tuple[str, dict[str, Any], SessionView]
             kind = event.get("type")
             if kind in ITEM_DONE and event["item"].get("role") == "user":
                 last_user = _user_text(event["item"])
-            elif kind == "response.done" and event["response"].get("status") == "completed" and last_user:
+            elif kind == "response.done" and event["response"].get("status") in statuses and last_user:
                 if event["response"].get("conversation_id") is not None:
                     answers.append((last_user, record, session))
     return answers
@@ -201,7 +208,8 @@ def _same_turn(spoken: str, seen: str) -> bool:
 # ---- checkers ----------------------------------------------------------------------------------------
 
 
-DISRUPTING_FAULTS = ("stall",)  # faults that leave the socket open: only the client can notice and move on
+# Faults that leave the socket open (a stall, a network black hole): only the client can notice and move on.
+DISRUPTING_FAULTS = ("stall", "toxic:timeout")
 
 
 def reconnected_within(run: RunView, seconds: float = 5.0) -> Verdict:
@@ -438,8 +446,8 @@ def rotation_before_expiry(run: RunView, max_gap: float = 2.0) -> Verdict:
 
 
 def no_lost_turns(run: RunView) -> Verdict:
-    """Every user turn of the scenario got a completed answer, whatever broke in between."""
-    answered = answered_turns(run)
+    """Every user turn got its answer (or the user talked over it), whatever broke in between."""
+    answered = answered_turns(run, interrupted_counts=True)
     for index, turn in enumerate(run.user_turns):
         if not any(_same_turn(turn.say, text) for text, _, _ in answered):
             return Verdict(

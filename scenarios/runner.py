@@ -25,6 +25,7 @@ from simulator.protocol import RealtimeError
 from simulator.server import RealtimeServer, ServerConfig
 
 from .checkers import RunView, Verdict, run_checks
+from .network import NetworkLink
 from .spec import FaultStep, Scenario
 
 # The built-in clients, as the commands that run them; any other program comes through --client-cmd.
@@ -109,6 +110,21 @@ class EmbeddedSimulator:
     async def records(self, key: str) -> list[dict[str, Any]]:
         return self.server.history.records
 
+    def note_fault(self, kind: str, params: dict[str, Any], key: str, *, route: str) -> None:
+        """A fault the simulator did not inject itself (a network toxic), in the same record."""
+        key_id = tokens.key_id(key)
+        sessions = [c.session.id for c in self.server.live_connections(key_id)]
+        self.server.history.record(
+            "fault",
+            fault=kind,
+            params=params,
+            target={"key_id": key_id},
+            route=route,
+            applied_to=sessions,
+            result="applied",
+            key_id=key_id,
+        )
+
     async def stop(self) -> None:
         await self.server.stop()
 
@@ -152,6 +168,9 @@ class RemoteSimulator:
             for r in every
             if r.get("key_id") == key_id or r.get("session") in sessions or r.get("conn") in conns
         ]
+
+    def note_fault(self, kind: str, params: dict[str, Any], key: str, *, route: str) -> None:
+        return None  # a remote simulator's history is its own; the run's log still says what was done
 
     def follow(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         async def poll() -> None:
@@ -199,38 +218,42 @@ async def run_one(
     )
     await simulator.start()
     key = run_key(scenario, client, seed)
-    env = {
-        **os.environ,
-        **(extra_env or {}),
-        "OPENAI_BASE_URL": simulator.base_url,
-        "OPENAI_API_KEY": key,
-        "RTSIM_SCENARIO": str(scenario_path),
-        "RTSIM_SEED": str(seed),
-        "PYTHONUNBUFFERED": "1",
-    }
+    link = NetworkLink(f"rtsim-{stem}-{seed}", seed=seed) if scenario.needs_proxy else None
     log_path = out_dir / f"{stem}.client.log"
     started = time.monotonic()
-    nemesis = Nemesis(simulator, key, scenario.faults)
     timed_out = False
+    exit_code: int | None = None
     try:
+        client_url = await link.start(simulator.base_url) if link is not None else simulator.base_url
+        env = {
+            **os.environ,
+            **(extra_env or {}),
+            "OPENAI_BASE_URL": client_url,
+            "OPENAI_API_KEY": key,
+            "RTSIM_SCENARIO": str(scenario_path),
+            "RTSIM_SEED": str(seed),
+            "PYTHONUNBUFFERED": "1",
+        }
+        nemesis = Nemesis(simulator, key, scenario.faults, link)
         with log_path.open("w") as log:
             process = await asyncio.create_subprocess_exec(
                 *client.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
             )
             nemesis.start(asyncio.get_running_loop())
             try:
-                exit_code: int | None = await asyncio.wait_for(
-                    process.wait(), scenario.duration + GRACE_SECONDS
-                )
+                exit_code = await asyncio.wait_for(process.wait(), scenario.duration + GRACE_SECONDS)
             except TimeoutError:
                 timed_out = True
                 process.kill()
                 exit_code = await process.wait()
             finally:
                 nemesis.stop()
+        await nemesis.settle()
         await asyncio.sleep(0.3)  # let the server record the last closes
         records = await simulator.records(key)
     finally:
+        if link is not None:
+            await link.stop()
         await simulator.stop()
     view = RunView(records, user_turns=scenario.user, client_exit=exit_code)
     verdicts = run_checks(view, scenario.checks)
@@ -239,8 +262,8 @@ async def run_one(
             Verdict(
                 "client_finished",
                 False,
-                f"the client was still running "
-                f"{scenario.duration + GRACE_SECONDS:g}s after it started and was killed",
+                f"the client was still running {scenario.duration + GRACE_SECONDS:g}s after it started "
+                "and was killed",
             )
         )
     history_path = out_dir / f"{stem}.history.jsonl"
@@ -263,16 +286,23 @@ async def run_one(
 class Nemesis:
     """The fault timeline of one run: at fixed times, or a delay after the nth server event of a type.
 
-    Faults target every live session of the run's key, so they follow the client across reconnects.
+    Faults target every live session of the run's key, so they follow the client across reconnects; network
+    toxics go on the run's proxy.
     """
 
     def __init__(
-        self, simulator: EmbeddedSimulator | RemoteSimulator, key: str, steps: Sequence[FaultStep]
+        self,
+        simulator: EmbeddedSimulator | RemoteSimulator,
+        key: str,
+        steps: Sequence[FaultStep],
+        link: NetworkLink | None = None,
     ) -> None:
         self.simulator = simulator
         self.key = key
         self.steps = steps
+        self.link = link
         self.handles: list[asyncio.TimerHandle] = []
+        self.tasks: set[asyncio.Task[None]] = set()
         self.counts: dict[str, int] = {}
         self.log: list[str] = []
         self._waiting = [s for s in steps if s.after_event is not None]
@@ -298,11 +328,37 @@ class Nemesis:
             self.handles.append(self.loop.call_later(step.delay, self.fire, step))
 
     def fire(self, step: FaultStep) -> None:
+        if step.kind == "toxic":
+            task = asyncio.ensure_future(self._toxic(step))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
         try:
             result = self.simulator.inject(step.kind, dict(step.params), self.key)
             self.log.append(f"{step.describe()}: {result}")
         except RealtimeError as exc:  # e.g. the client was between sessions at that moment
             self.log.append(f"{step.describe()}: skipped ({exc.message})")
+
+    async def _toxic(self, step: FaultStep) -> None:
+        """Add a toxic on the link (and take it away after `duration`), recording both in the history."""
+        assert self.link is not None
+        params = dict(step.params)
+        name = f"{params['type']}_{len(self.log)}"
+        duration = params.pop("duration", None)
+        toxic_type = params.pop("type")
+        await self.link.add(toxic_type, name=name, **params)
+        self.simulator.note_fault(f"toxic:{toxic_type}", params, self.key, route="scenario:toxiproxy")
+        self.log.append(f"{step.describe()}: added on the {'real' if self.link.real else 'embedded'} proxy")
+        if duration is not None:
+            await asyncio.sleep(duration)
+            await self.link.remove(name)
+            self.simulator.note_fault(f"toxic:{toxic_type}:removed", {}, self.key, route="scenario:toxiproxy")
+
+    async def settle(self) -> None:
+        """Toxic steps still in flight when the client ended are abandoned (the proxy goes with the run)."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def stop(self) -> None:
         for handle in self.handles:

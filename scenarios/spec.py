@@ -16,6 +16,11 @@ A scenario file (YAML) looks like::
     faults:                         # the timeline
       - {at: 2.0, kind: drop}                                        # seconds after the client started
       - {after: {event: response.created, nth: 2, delay: 0.3}, kind: close, params: {code: 1011}}
+      - {at: 5, kind: toxic, params: {type: latency, attributes: {latency: 300, jitter: 50}, duration: 4}}
+
+A `toxic` step puts a Toxiproxy proxy between client and simulator for the whole run (embedded, or the
+real one at TOXIPROXY_URL) and adds that toxic at its moment — `type`, `attributes`, `stream` (downstream
+= simulator to client, the default), `toxicity` — removing it after `duration` seconds (else it stays).
     checks:                         # invariants over the recorded history
       - reconnected_within: {seconds: 5}
       - context_restored
@@ -39,6 +44,7 @@ import yaml
 
 from simulator.faults import CATALOGUE
 from simulator.server import PROFILES
+from simulator.toxiproxy import TOXIC_TYPES
 
 LIBRARY = Path(__file__).parent / "library"
 SCALED_SERVER_KEYS = ("max_session", "token_ttl", "idle_timeout")
@@ -105,6 +111,10 @@ class Scenario:
     tools: tuple[Mapping[str, Any], ...] = ()
     script: Mapping[str, Any] | None = None
     source: str = ""
+
+    @property
+    def needs_proxy(self) -> bool:
+        return any(step.kind == "toxic" for step in self.faults)
 
     def client_document(self) -> dict[str, Any]:
         """The user's side, as the client interface (clients/README.md) reads it from RTSIM_SCENARIO."""
@@ -197,11 +207,20 @@ def from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario:
 
 
 def _fault(raw: Any, index: int, scale: float, where: str) -> FaultStep:
-    if not isinstance(raw, Mapping) or raw.get("kind") not in CATALOGUE:
+    if not isinstance(raw, Mapping) or raw.get("kind") not in (*CATALOGUE, "toxic"):
         raise ScenarioError(
-            f"{where}: faults[{index}] needs a `kind` from the catalogue ({', '.join(CATALOGUE)})"
+            f"{where}: faults[{index}] needs a `kind` from the catalogue ({', '.join(CATALOGUE)}) or `toxic`"
         )
     params = dict(raw.get("params") or {})
+    if raw["kind"] == "toxic":
+        if params.get("type") not in TOXIC_TYPES:
+            raise ScenarioError(
+                f"{where}: faults[{index}].params.type must be a toxic ({', '.join(TOXIC_TYPES)})"
+            )
+        if "duration" in params:
+            params["duration"] = (
+                _number(params["duration"], f"{where}: faults[{index}].params.duration") / scale
+            )
     if "at" in raw:
         return FaultStep(raw["kind"], params, at=_number(raw["at"], f"{where}: faults[{index}].at") / scale)
     after = raw.get("after")

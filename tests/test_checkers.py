@@ -199,6 +199,21 @@ def test_answer_and_no_lost_turns() -> None:
     assert not lost.ok and "What is my name?" in lost.reason
 
 
+def test_a_turn_the_user_talked_over_is_not_lost() -> None:
+    tl = Timeline()
+    sid, conn = tl.session(0.0)
+    tl.turn(0.2, sid, "My name is Alice.", "You said: My", status="cancelled", reason="client_cancelled")
+    tl.turn(2.0, sid, "What is my name?", "Your name is Alice.")
+    tl.close(4.0, sid, conn, 1000, "client")
+    assert check("no_lost_turns", tl.view(TURNS)).ok
+    failed = Timeline()
+    sid, conn = failed.session(0.0)
+    failed.turn(0.2, sid, "My name is Alice.", "You said", status="failed")
+    failed.turn(2.0, sid, "What is my name?", "Your name is Alice.")
+    failed.close(4.0, sid, conn, 1000, "client")
+    assert "'My name is Alice.'" in check("no_lost_turns", failed.view(TURNS)).reason
+
+
 def test_no_duplicate_responses() -> None:
     tl = reconnecting_run(gap=0.4, restore=True)
     assert check("no_duplicate_responses", tl.view(TURNS)).ok
