@@ -923,7 +923,9 @@ class Session:
             if pieces[k]:
                 output.sent_text += pieces[k]
                 self._emit({"type": "response.output_audio_transcript.delta", **ids, "delta": pieces[k]})
-            if k < n_chunks - 1 and pace > 0:
+            if k < n_chunks - 1:
+                # Yield even when unpaced (due unchanged): between chunks is where faults such as an armed
+                # server error get their chance.
                 due += pace
                 yield due
 
