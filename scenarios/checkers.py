@@ -217,7 +217,10 @@ def reconnected_within(run: RunView, seconds: float = 5.0) -> Verdict:
     disruptions = [
         (s.end_t, s.close)
         for s in run.sessions
-        if s.close is not None and s.close.get("by") != "client" and s.end_t is not None
+        if s.close is not None
+        and s.close.get("by") != "client"
+        and s.end_t is not None
+        and not _superseded(run, s)
     ]
     disruptions += [
         (f["t"], f) for f in run.faults if f.get("fault") in DISRUPTING_FAULTS and f.get("applied_to")
@@ -260,6 +263,35 @@ def reconnected_within(run: RunView, seconds: float = 5.0) -> Verdict:
         True,
         figures={"max_reconnect_gap_s": round(max(gaps), 3) if gaps else None, "reconnects": len(gaps)},
     )
+
+
+def _superseded(run: RunView, session: SessionView) -> bool:
+    """The client had already moved to a newer session when this one ended (e.g. it abandoned a stall)."""
+    return any(session.start_t < other.start_t < (session.end_t or 0) for other in run.sessions)
+
+
+def detected_within(run: RunView, seconds: float = 5.0) -> Verdict:
+    """After a fault that leaves the socket open (a stall, a black hole), the client reached out again within
+    `seconds` — a token request or a handshake — proving its own liveness check noticed."""
+    faults = [f for f in run.faults if f.get("fault") in DISRUPTING_FAULTS and f.get("applied_to")]
+    if not faults:
+        return Verdict(
+            "detected_within", False, "no stall or black hole happened: the scenario did not exercise it"
+        )
+    slowest = 0.0
+    for fault in faults:
+        reach = [r["t"] for r in run.handshakes + run.http if r["t"] > fault["t"]]
+        if not reach or min(reach) - fault["t"] > seconds:
+            waited = f"{min(reach) - fault['t']:.2f}s" if reach else "until the end"
+            return Verdict(
+                "detected_within",
+                False,
+                f"{fault['fault']} at t={fault['t']:.2f}s went unnoticed for "
+                f"{waited} (more than {seconds:g}s): no liveness check acted",
+                [_brief(fault)],
+            )
+        slowest = max(slowest, min(reach) - fault["t"])
+    return Verdict("detected_within", True, figures={"detection_s": round(slowest, 3)})
 
 
 def sessions_at_most(run: RunView, n: int = 1) -> Verdict:
@@ -688,6 +720,7 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = {
     fn.__name__: fn
     for fn in (
         reconnected_within,
+        detected_within,
         sessions_at_most,
         backoff,
         context_restored,

@@ -39,9 +39,10 @@ if TYPE_CHECKING:
     from .server import Connection, RealtimeServer
 
 PREFIX = "/_rtsim"
+OPENED = ("session.created", 1)  # "at once" for a plan: right after the session is announced
 WHEN = Obj({"after_ms": Int(0), "at_event": Obj({"type": Str(), "nth": Int(1)}, required=("type",))})
 FAULT_REQUEST = Obj(
-    {"kind": Str(), "params": Obj({}, open=True), "target": Obj({}, open=True), "when": WHEN},
+    {"kind": Str(), "params": Obj({}, open=True), "target": Obj({}, open=True), "when": Obj({}, open=True)},
     required=("kind",),
 )
 
@@ -83,10 +84,16 @@ class ControlPlane:
         """Apply now, or schedule; raises RealtimeError for a bad request."""
         spec, checked = faults.validate(kind, params)
         target = check(faults.TARGET, target or {}, "target")
-        if not when:
+        if when is None:
             return faults.inject(self.server, kind, checked, target, route=route)
-        fault_id = f"fault_{next(self._ids)}"
+        when = check(WHEN, when, "when")
+        if len(when) != 1:
+            raise RealtimeError(
+                "when takes exactly one of after_ms or at_event.", code="invalid_value", param="when"
+            )
+        targets = self.server.resolve_targets(target)  # a session that is gone now never comes back: 404
         if "after_ms" in when:
+            fault_id = f"fault_{next(self._ids)}"
             handle = asyncio.get_running_loop().call_later(
                 when["after_ms"] / 1000, self._fire, fault_id, kind, checked, target, route
             )
@@ -98,9 +105,10 @@ class ControlPlane:
                     "at_event applies to session faults only", code="invalid_value", param="when"
                 )
             event = when["at_event"]
-            targets = self.server.resolve_targets(target)
+            faults.check_event_type(event["type"], "when.at_event.type")
             if not targets:
                 raise RealtimeError("No live session matches the target.", code="no_target", param="target")
+            fault_id = f"fault_{next(self._ids)}"
             cancel = self._arm_triggers(
                 fault_id, targets, event["type"], event.get("nth", 1), kind, checked, route
             )
@@ -127,6 +135,17 @@ class ControlPlane:
         connections: list[Connection] | None = None,
     ) -> None:
         self.scheduled.pop(fault_id, None)
+        self._apply(fault_id, kind, params, target, route, connections)
+
+    def _apply(
+        self,
+        fault_id: str,
+        kind: str,
+        params: dict[str, Any],
+        target: dict[str, Any],
+        route: str,
+        connections: list[Connection] | None = None,
+    ) -> None:
         try:
             faults.inject(self.server, kind, params, target, route=route, connections=connections)
         except RealtimeError as exc:  # the target left before its moment came: record it, do not crash
@@ -142,21 +161,40 @@ class ControlPlane:
         params: dict[str, Any],
         route: str,
     ) -> Callable[[], None]:
-        armed: list[tuple[Connection, tuple[str, int, Callable[[], Any]]]] = []
+        """One trigger per session; the fault stays scheduled until each has fired or its session ended."""
+        armed: dict[str, tuple[Connection, tuple[str, int, Callable[[], Any]]]] = {}
+
+        def settle(conn: Connection) -> None:
+            armed.pop(conn.session.id, None)
+            if not armed:
+                self.scheduled.pop(fault_id, None)
+
+        def fire(conn: Connection) -> None:
+            settle(conn)
+            self._apply(fault_id, kind, params, {"session": conn.session.id}, route, [conn])
+
+        def gone(conn: Connection) -> None:
+            if conn.session.id in armed:
+                settle(conn)
+                self.server.history.record(
+                    "fault_skipped",
+                    fault_id=fault_id,
+                    fault=kind,
+                    session=conn.session.id,
+                    reason=f"the session ended before its {event_type} #{nth}",
+                )
+
         for conn in targets:
-            already = conn.sent_counts[event_type]
-            trigger = (
-                event_type,
-                already + nth,
-                lambda c=conn: self._fire(fault_id, kind, params, {"session": c.session.id}, route, [c]),
-            )
+            trigger = (event_type, conn.sent_counts[event_type] + nth, lambda c=conn: fire(c))
             conn.triggers.append(trigger)
-            armed.append((conn, trigger))
+            conn.on_close.append(lambda c=conn: gone(c))
+            armed[conn.session.id] = (conn, trigger)
 
         def cancel() -> None:
-            for conn, trigger in armed:
+            for conn, trigger in armed.values():
                 if trigger in conn.triggers:
                     conn.triggers.remove(trigger)
+            armed.clear()
 
         return cancel
 
@@ -171,33 +209,50 @@ class ControlPlane:
     # ---- fault plans ---------------------------------------------------------------------------------
 
     def apply_plan(self, fault_plan: plan.FaultPlan, conn: Connection, route: str) -> None:
-        """Deal a plan's session faults to a new session (reproducible from seed and session id)."""
+        """Deal a plan's session faults to a new session (reproducible from seed and session id).
+
+        An entry with no timing (or at=0) fires as soon as the session is announced: right after
+        `session.created`, so the client always sees the session it was dealt the fault in.
+        """
         for decision in fault_plan.decisions(conn.session.id):
-            entry, target = decision.entry, {"session": conn.session.id}
-            fault_id = f"fault_{next(self._ids)}"
-            if decision.after_event is not None:
-                event_type, nth = decision.after_event
-                conn.triggers.append(
-                    (
-                        event_type,
-                        nth,
-                        lambda e=entry, f=fault_id, c=conn: self._fire(
-                            f, e.kind, e.params, {"session": c.session.id}, route, [c]
-                        ),
-                    )
+            entry, fault_id = decision.entry, f"fault_{next(self._ids)}"
+
+            def fire(e: plan.PlanEntry = entry, f: str = fault_id) -> None:
+                if conn.closed_by is None:
+                    self._apply(f, e.kind, e.params, {"session": conn.session.id}, route, [conn])
+
+            after_event = decision.after_event
+            if after_event is None and not decision.delay:
+                after_event = OPENED
+            if after_event is not None:
+                conn.triggers.append((*after_event, fire))
+            else:
+                assert decision.delay is not None
+                handle = asyncio.get_running_loop().call_later(decision.delay, fire)
+                conn.on_close.append(handle.cancel)
+
+    def attach_plan(self, text: str, conn: Connection) -> None:
+        """A plan a client attached to its connection; a bad one is an error event and the session goes on."""
+        try:
+            fault_plan = plan.parse(text)
+            server_wide = [entry.kind for entry in fault_plan.server_entries()]
+            if server_wide:
+                raise RealtimeError(
+                    f"'{server_wide[0]}' is server-wide and cannot be attached to a connection; use "
+                    "rtsim serve --chaos or the control API.",
+                    code="invalid_plan",
+                    param="plan",
                 )
-                continue
-            if not decision.delay:
-                self._fire(fault_id, entry.kind, entry.params, target, route, [conn])
-                continue
-            handle = asyncio.get_running_loop().call_later(
-                decision.delay,
-                lambda e=entry, f=fault_id, c=conn: (
-                    c.closed_by is None
-                    and self._fire(f, e.kind, e.params, {"session": c.session.id}, route, [c])
-                ),
-            )
-            conn.on_close.append(handle.cancel)
+        except RealtimeError as exc:
+            error = exc
+
+            def report() -> None:
+                conn.session.error(error)
+                conn.pump()
+
+            conn.triggers.append((*OPENED, report))
+            return
+        self.apply_plan(fault_plan, conn, "plan:connection")
 
     def apply_server_plan(self, fault_plan: plan.FaultPlan) -> None:
         for entry in fault_plan.server_entries():
@@ -252,6 +307,8 @@ def install(server: RealtimeServer, app: web.Application) -> None:
             body = json.loads(await request.read() or b"null")
         except ValueError:
             return bad_request(400, "The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return bad_request(400, 'The request body must be a JSON object: {"kind": ..., "params": ...}.')
         try:
             body = check(FAULT_REQUEST, body, "")
             outcome = control.inject(
@@ -281,8 +338,10 @@ def install(server: RealtimeServer, app: web.Application) -> None:
         query = request.query
         try:
             since = int(query.get("since", "0"))
+            if since < 0:
+                raise ValueError(since)
         except ValueError:
-            return bad_request(400, "since must be an integer (a record seq)", "since")
+            return bad_request(400, "since must be a record seq (an integer >= 0)", "since")
         records = server.history.select(
             kind=query.get("kind"), session=query.get("session"), key_id=query.get("key_id"), since_seq=since
         )
@@ -391,6 +450,7 @@ FLAG_PARAMS = (
     "token_id",
     "ending",
     "error_code",
+    "error_type",
     "error_message",
 )
 
@@ -407,8 +467,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fault.add_argument("--session", metavar="ID")
     fault.add_argument("--key", metavar="API_KEY", help="every session of this API key")
     fault.add_argument("--key-id", metavar="ID", help="every session of this key id (as in the history)")
-    fault.add_argument("--after-ms", type=int, metavar="N", help="schedule N ms from now")
-    fault.add_argument("--at-event", metavar="TYPE[#N]", help="right after the Nth server event of TYPE")
+    when = fault.add_mutually_exclusive_group()
+    when.add_argument("--after-ms", type=int, metavar="N", help="schedule N ms from now")
+    when.add_argument("--at-event", metavar="TYPE[#N]", help="right after the Nth server event of TYPE")
     fault.add_argument("--mid-frame", action="store_true", help="drop: send half a frame first")
     fault.add_argument("--error", action="store_true", help="close: send an error event first")
     for name in FLAG_PARAMS:
@@ -459,17 +520,16 @@ def fault_request(args: argparse.Namespace) -> dict[str, Any]:
         body["when"] = {"after_ms": args.after_ms}
     elif args.at_event:
         event_type, _, nth = args.at_event.partition("#")
-        body["when"] = {"at_event": {"type": event_type, "nth": int(nth or 1)}}
+        body["when"] = {"at_event": {"type": event_type, "nth": plan.coerce(nth) if nth else 1}}
     return body
 
 
 def run_fault(args: argparse.Namespace) -> int:
     status, body = call(args.server, "POST", f"{PREFIX}/faults", fault_request(args), args.admin_token)
     if status >= 400:
-        print(
-            f"rtsim fault: {status}: {body['error']['message'] if isinstance(body, dict) else body}",
-            file=sys.stderr,
-        )
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        where = f" ({error['param']})" if error.get("param") else ""
+        print(f"rtsim fault: {status}: {error.get('message', body)}{where}", file=sys.stderr)
         return 1
     if "scheduled" in body:
         print(

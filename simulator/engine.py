@@ -292,9 +292,10 @@ class Session:
                     run.next_due = next(run.steps)
                 except StopIteration:
                     run.steps = None
-                    self._finish(run, "completed", None)
                     self.last_activity = now
-                    continue
+                    if self.pending_server_error is None or run.current is None:
+                        self._finish(run, "completed", None)
+                        continue
                 if self.pending_server_error is not None and run.current is not None:
                     error, self.pending_server_error = self.pending_server_error, None
                     self.fail_response(run, error)

@@ -8,18 +8,22 @@ fault plans; every injection enters the history with its time, target and route.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .protocol import RealtimeError
+from .dialect import BETA_EVENT_NAMES
+from .protocol import SERVER_EVENT_TYPES, RealtimeError
 from .schema import Bool, Enum, Int, Num, Obj, Str, check
 
 if TYPE_CHECKING:
     from .server import Connection, RealtimeServer
 
 Scope = Literal["session", "server"]
+MAX_REASON_BYTES = 123  # a close frame's reason: 125 bytes of payload less the 2-byte code
+DEFAULT_RETRY_AFTER = 1.0  # seconds, when a 429 is not given its own Retry-After
 CLOSE_CODES = (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000)
 BENIGN_ERRORS = {
     "response_cancel_not_active": "Cancellation failed: no active response found.",
@@ -62,7 +66,7 @@ class FaultState:
 
     rejections: list[Rejection] = field(default_factory=list)
     rate_limited_until: float = 0.0
-    rate_limit_retry_after: float = 0.0
+    rate_limit_retry_after_asked: float | None = None  # None: Retry-After is what is left of the limit
     token_advertised_ttl: float | None = None
     token_usable_for: float | None = None
 
@@ -78,6 +82,16 @@ class FaultState:
     def rate_limited(self) -> float:
         """Seconds left of an active rate limit (0 when none)."""
         return max(0.0, self.rate_limited_until - time.time())
+
+    def rate_limit_retry_after(self) -> str:
+        """The Retry-After of a rate-limited call: as the fault asked, or what is left of the limit."""
+        asked = self.rate_limit_retry_after_asked
+        return retry_after_header(asked if asked is not None else self.rate_limited())
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After in whole seconds (HTTP's delay-seconds), rounded up."""
+    return str(math.ceil(seconds))
 
 
 # ---- session-scoped -----------------------------------------------------------------------------------
@@ -97,7 +111,7 @@ def _close(conn: Connection, params: dict[str, Any]) -> str:
             code=params.get("error_code"),
             type=params.get("error_type", "server_error"),
         )
-    conn.close_after(code, reason, error)
+    conn.close_now(code, reason, error)
     return f"close {code}" + (" after an error event" if error else "")
 
 
@@ -169,7 +183,8 @@ def _reject_connects(server: RealtimeServer, params: dict[str, Any], key_id: str
         status=status,
         close_code=close_code,
         reason=params.get("reason", ""),
-        retry_after=params.get("retry_after"),
+        # A 429 always says when to come back.
+        retry_after=params.get("retry_after", DEFAULT_RETRY_AFTER if status == 429 else None),
         key_id=key_id,
     )
     server.faults.rejections.append(rule)
@@ -201,7 +216,7 @@ def _expire_tokens(server: RealtimeServer, params: dict[str, Any], key_id: str |
 def _rate_limit(server: RealtimeServer, params: dict[str, Any], key_id: str | None) -> str:
     seconds = params.get("seconds", 30)
     server.faults.rate_limited_until = time.time() + seconds
-    server.faults.rate_limit_retry_after = params.get("retry_after", seconds)
+    server.faults.rate_limit_retry_after_asked = params.get("retry_after")
     for conn in server.live_connections(key_id=key_id):
         conn.session.emit(
             {
@@ -233,7 +248,7 @@ CATALOGUE: dict[str, FaultKind] = {
             Obj(
                 {
                     "code": Enum(CLOSE_CODES),
-                    "reason": Str(max_length=123),
+                    "reason": Str(max_length=MAX_REASON_BYTES),
                     "error": Bool(),
                     "error_code": _TEXT,
                     "error_type": _TEXT,
@@ -307,7 +322,7 @@ CATALOGUE: dict[str, FaultKind] = {
                     "count": Int(1, 100000),
                     "status": Enum((401, 403, 429, 500, 502, 503)),
                     "close_code": Enum(CLOSE_CODES),
-                    "reason": Str(max_length=123),
+                    "reason": Str(max_length=MAX_REASON_BYTES),
                     "retry_after": Num(0),
                 }
             ),
@@ -334,6 +349,21 @@ CATALOGUE: dict[str, FaultKind] = {
 TARGET = Obj({"session": Str(), "key_id": Str(), "key": Str(), "all": Bool()})
 
 
+# What `at_event` / `after_event` may name: every server event type, in either dialect.
+EVENT_TYPES = SERVER_EVENT_TYPES | frozenset(BETA_EVENT_NAMES.values())
+
+
+def check_event_type(event_type: str, param: str) -> str:
+    if event_type not in EVENT_TYPES:
+        raise RealtimeError(
+            f"Unknown server event type '{event_type}'. Faults can follow any event the server sends, "
+            f"e.g. response.output_audio.delta.",
+            code="invalid_value",
+            param=param,
+        )
+    return event_type
+
+
 def validate(kind: str, params: Any) -> tuple[FaultKind, dict[str, Any]]:
     if kind not in CATALOGUE:
         raise RealtimeError(
@@ -342,7 +372,16 @@ def validate(kind: str, params: Any) -> tuple[FaultKind, dict[str, Any]]:
             param="kind",
         )
     spec = CATALOGUE[kind]
-    return spec, check(spec.params, params if params is not None else {}, "params")
+    checked = check(spec.params, params if params is not None else {}, "params")
+    reason = checked.get("reason")
+    if reason is not None and len(reason.encode()) > MAX_REASON_BYTES:
+        raise RealtimeError(
+            f"Invalid 'params.reason': a close reason is at most {MAX_REASON_BYTES} bytes of UTF-8, "
+            f"got {len(reason.encode())}.",
+            code="string_above_max_length",
+            param="params.reason",
+        )
+    return spec, checked
 
 
 def inject(
@@ -354,37 +393,33 @@ def inject(
     route: str,
     connections: list[Connection] | None = None,
 ) -> dict[str, Any]:
-    """Validate, resolve the target, apply, and record. Returns what was done (for the API and the CLI)."""
+    """Validate, resolve the target, apply, and record. Returns what was done (for the API and the CLI).
+
+    A session fault is recorded once per session it hit (with that `session` and its `key_id`), so the
+    history of one session or one key shows the faults it met; a server fault is recorded once.
+    """
     spec, checked = validate(kind, params)
     target = check(TARGET, target or {}, "target")
     key_id = server.target_key_id(target)
+    record = {"fault": kind, "params": checked, "target": target, "route": route}
     if spec.scope == "server":
-        outcome = {
-            "kind": kind,
-            "scope": "server",
-            "applied_to": [],
-            "result": spec.apply(server, checked, key_id),
-        }
-    else:
-        if connections is None:
-            connections = server.resolve_targets(target)
-        if not connections:
-            raise RealtimeError("No live session matches the target.", code="no_target", param="target")
-        results = {conn.session.id: spec.apply(conn, checked) for conn in connections}
-        outcome = {
-            "kind": kind,
-            "scope": "session",
-            "applied_to": list(results),
-            "result": next(iter(results.values())),
-        }
-    server.history.record(
-        "fault",
-        fault=kind,
-        params=checked,
-        target=target,
-        route=route,
-        applied_to=outcome["applied_to"],
-        result=outcome["result"],
-        key_id=key_id,
-    )
-    return outcome
+        result = spec.apply(server, checked, key_id)
+        server.history.record("fault", **record, key_id=key_id, applied_to=[], result=result)
+        return {"kind": kind, "scope": "server", "applied_to": [], "result": result}
+    if connections is None:
+        connections = server.resolve_targets(target)
+    if not connections:
+        raise RealtimeError("No live session matches the target.", code="no_target", param="target")
+    results = {}
+    for conn in connections:
+        sid = conn.session.id
+        results[sid] = spec.apply(conn, checked)
+        server.history.record(
+            "fault", **record, session=sid, key_id=conn.key_id, applied_to=[sid], result=results[sid]
+        )
+    return {
+        "kind": kind,
+        "scope": "session",
+        "applied_to": list(results),
+        "result": next(iter(results.values())),
+    }

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from .faults import CATALOGUE, validate
+from .faults import CATALOGUE, check_event_type, validate
 from .protocol import RealtimeError
 
 TIMING_KEYS = ("at", "within", "after_event")
@@ -123,17 +123,28 @@ def parse(text: str) -> FaultPlan:
                 _bad(raw, f"expected key=value, got '{pair}'")
             (timing if key in TIMING_KEYS else params)[key.replace("-", "_")] = coerce(value)
         try:
-            _, checked = validate(kind.strip(), params)
+            spec, checked = validate(kind.strip(), params)
+            after_event = _after_event(timing["after_event"]) if "after_event" in timing else None
         except RealtimeError as exc:
             _bad(raw, exc.message)
-        after_event = None
-        if "after_event" in timing:
-            event_type, _, nth = str(timing["after_event"]).partition("#")
-            after_event = (event_type, int(nth or 1))
+        for key in ("at", "within"):
+            value = timing.get(key)
+            if value is not None and (isinstance(value, bool | str) or value < 0):
+                _bad(raw, f"{key} must be a number of seconds (>= 0), got '{value}'")
+        if spec.scope == "server" and (probability != 1 or "within" in timing or after_event):
+            _bad(raw, f"'{spec.name}' is server-wide: it takes at=SECONDS only (no @, within or after_event)")
         entries.append(
-            PlanEntry(kind.strip(), probability, checked, timing.get("at"), timing.get("within"), after_event)
+            PlanEntry(spec.name, probability, checked, timing.get("at"), timing.get("within"), after_event)
         )
     return FaultPlan(tuple(entries), seed, text)
+
+
+def _after_event(value: Any) -> tuple[str, int]:
+    event_type, _, nth_text = str(value).partition("#")
+    nth = coerce(nth_text) if nth_text else 1
+    if isinstance(nth, bool) or not isinstance(nth, int) or nth < 1:
+        raise RealtimeError(f"after_event must be TYPE#N with N a whole number >= 1, got '{value}'")
+    return check_event_type(event_type, "after_event"), nth
 
 
 def _bad(entry: str, why: str) -> Any:

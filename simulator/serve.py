@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from .protocol import RealtimeError
 from .server import PROFILES, ServerConfig, serve_forever
 
 
@@ -110,4 +111,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"rtsim serve: {exc}", file=sys.stderr)
         return 1
+    except RealtimeError as exc:  # e.g. a --chaos plan that does not parse
+        print(f"rtsim serve: {exc.message}", file=sys.stderr)
+        return 2
     return 0

@@ -182,6 +182,20 @@ def test_reconnected_within_counts_a_stall_as_a_disruption() -> None:
     assert not check("reconnected_within", tl.view(), seconds=2).ok
 
 
+def test_detected_within_and_a_superseded_session_is_no_disruption() -> None:
+    tl = Timeline()
+    stalled, conn = tl.session(0.0)
+    tl.fault(2.0, "stall", [stalled])
+    tl._record("http", 3.5, method="POST", path="/v1/realtime/client_secrets", status=200, key_id=KEY)
+    fresh, conn2 = tl.session(3.6)
+    tl.close(8.0, stalled, conn, 1006, "network")  # the stall ended: the abandoned close shows late
+    tl.close(9.0, fresh, conn2, 1000, "client")
+    detected = check("detected_within", tl.view(), seconds=2)
+    assert detected.ok and detected.figures["detection_s"] == 1.5
+    assert "went unnoticed" in check("detected_within", tl.view(), seconds=1).reason
+    assert check("reconnected_within", tl.view(), seconds=2).ok
+
+
 def test_context_restored() -> None:
     good = check("context_restored", reconnecting_run(gap=0.4, restore=True).view())
     assert good.ok and good.figures["restored_sessions"] == 1
