@@ -4,17 +4,22 @@ Every record has `seq` (order), `t` (monotonic seconds since the history began),
 and `kind`:
 
 - `server` — the simulator started (`config`) or stopped.
-- `http` — a REST call: `method`, `path`, `status`, `key_id`, `reason`.
+- `http` — a REST call: `method`, `path`, `status`, `key_id`, `reason`, `retry_after` (on a 429).
 - `token` — an ephemeral token minted: `token_id`, `key_id`, `expires_at`, `usable_until`.
 - `handshake` — a WebSocket/WebRTC connection attempt: `conn`, `path`, `transport`, `key_id`, `auth`
   (`api_key` | `ephemeral`), `token_id`, `credential` (a fingerprint of the key or token presented, so
-  one expired token retried twice shows), `accepted`, `status`, `reason`.
+  one expired token retried twice shows), `accepted`, `status`, `reason`, `retry_after` (on a 429).
 - `session` — a session began: `session`, `conn`, `key_id`, `model`, `profile`, `expires_at`,
   `deadline_wall` (the exact moment of the cap; `expires_at` is whole seconds).
 - `event` — one event: `dir` (`in` from the client, `out` to it), `session`, `event` (audio payloads are
   replaced by `audio_bytes`, so hours of audio stay small).
 - `close` — a connection ended: `session`, `conn`, `code`, `reason`, `by` (`client` | `server` | `network`).
-- `fault` — a fault was injected: `fault`, `target`, `params`, `route`.
+- `fault` — a fault was injected: `fault`, `target`, `params`, `route` (`control-api`, `plan:server`,
+  `plan:connection`, `scenario`, `scenario:toxiproxy`), `applied_to` (sessions hit), `result`, and for a
+  session fault one record per session hit, with `session` and `key_id`.
+- `fault_scheduled` / `fault_cancelled` / `fault_skipped` — a fault set for later, called off, or whose
+  target had gone when its moment came (`fault_id`, `reason`).
+- `keep_alive` — the streaming keep-alive call reset a session's idle timer (`session`, `key_id`).
 
 Checkers and replay read these; `key_id` joins the records of one client identity across sessions.
 """

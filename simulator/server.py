@@ -491,12 +491,27 @@ class RealtimeServer:
         }
 
         def refuse(
-            status: int, reason: str, message: str, key: str | None = None, **extra: Any
+            status: int,
+            reason: str,
+            message: str,
+            key: str | None = None,
+            retry_after: float | None = None,
+            **extra: Any,
         ) -> web.Response:
+            header = retry_after_header(retry_after) if retry_after is not None else None
             self.history.record(
-                "handshake", **handshake, key_id=key, accepted=False, status=status, reason=reason
+                "handshake",
+                **handshake,
+                key_id=key,
+                accepted=False,
+                status=status,
+                reason=reason,
+                retry_after=int(header) if header else None,
             )
-            return json_error(status, message, **extra)
+            response = json_error(status, message, **extra)
+            if header:
+                response.headers["Retry-After"] = header
+            return response
 
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return refuse(426, "not_websocket", "This endpoint only accepts WebSocket connections.")
@@ -527,24 +542,17 @@ class RealtimeServer:
             identity = key_id(credential.value)
         rejection = self.faults.take_rejection(identity)
         if rejection is not None and rejection.status is not None:
-            headers = (
-                {"Retry-After": retry_after_header(rejection.retry_after)}
-                if rejection.retry_after is not None
-                else {}
-            )
-            response = refuse(
+            return refuse(
                 rejection.status,
                 "fault:reject-connects",
                 rejection.reason or _STATUS_TEXT.get(rejection.status, "The server refused the connection."),
                 identity,
+                retry_after=rejection.retry_after,
                 code="rate_limit_exceeded" if rejection.status == 429 else None,
             )
-            response.headers.update(headers)
-            return response
+        key_is_known = credential.is_token or self.key_is_valid(credential.value)
         limit = self.config.max_sessions_per_key
-        if limit is not None and not (
-            credential.is_token is False and not self.key_is_valid(credential.value)
-        ):
+        if limit is not None and key_is_known:
             open_sessions = [c for c in self.connections.values() if c.key_id == identity]
             if len(open_sessions) >= limit:
                 listed = ", ".join(f"{c.session.id} (open {self._age(c):.0f} s)" for c in open_sessions)
@@ -562,7 +570,7 @@ class RealtimeServer:
         )
         await ws.prepare(request)
         auth = "ephemeral" if credential.is_token else "api_key"
-        if not credential.is_token and not self.key_is_valid(credential.value):
+        if not key_is_known:
             # The real service accepts the upgrade, reports the bad key, then closes with 3000.
             self.history.record(
                 "handshake",
@@ -754,7 +762,7 @@ class RealtimeServer:
                 type="requests",
                 code="rate_limit_exceeded",
             )
-            response.headers["Retry-After"] = self.faults.rate_limit_retry_after()
+            response.headers["Retry-After"] = retry_after = self.faults.rate_limit_retry_after()
             self.history.record(
                 "http",
                 method=request.method,
@@ -762,6 +770,7 @@ class RealtimeServer:
                 status=429,
                 key_id=key_id(key),
                 reason="rate_limited",
+                retry_after=int(retry_after),
             )
             return response
         try:
