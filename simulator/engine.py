@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -224,6 +225,7 @@ class Session:
         dialect: Dialect = GA,
         initial_config: dict[str, Any] | None = None,
         audio_seed: int = 0,
+        audio_turns: Iterator[int] | None = None,
     ) -> None:
         self.ids = ids
         self.audio_seed = audio_seed
@@ -257,7 +259,9 @@ class Session:
         self.pending_server_error: RealtimeError | None = None
         self.fail_next_transcription = False
         self.input_samples = 0
-        self.user_audio_turns = 0
+        # Which scripted transcript the next user audio turn gets. The server shares one counter across a
+        # client's sessions, so a reconnect does not replay the script from the start.
+        self.audio_turns = audio_turns if audio_turns is not None else itertools.count()
         self.g711_resampler: audio.Resampler | None = None
         self.vad: VoiceActivityDetector | None = None
         self.turn_item_id: str | None = None
@@ -535,9 +539,7 @@ class Session:
         self.input_buffer.clear()
         previous = self.items[-1].id if self.items else None
         self._emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
-        turn = self.user_audio_turns
-        self.user_audio_turns += 1
-        transcript = self.model.transcribe(turn)
+        transcript = self.model.transcribe(next(self.audio_turns))
         data = {
             "id": item_id,
             "type": "message",

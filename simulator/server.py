@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
+import socket
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,22 @@ from .model import Script, ScriptedModel
 from .protocol import IdFactory, RealtimeError, decode_client_frame, encode
 from .schema import Enum, Int, Obj, check
 from .tokens import TOKEN_PREFIX, TokenAuthority, TokenError, key_id
+
+STALL_WATCH_SECONDS = 0.5
+TCP_GONE_STATES = (7, 8, 9)  # TCP_CLOSE, TCP_CLOSE_WAIT (the peer sent FIN), TCP_LAST_ACK (tcp_states.h)
+
+
+def peer_has_gone(transport: asyncio.BaseTransport) -> bool:
+    """The peer closed its end (FIN or reset seen by the kernel), even though nothing is being read."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return False
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except OSError:
+        return True
+    return state in TCP_GONE_STATES
+
 
 MAX_FRAME_BYTES = (
     64 * 1024 * 1024
@@ -168,6 +186,7 @@ class Connection:
         self.timer: asyncio.TimerHandle | None = None
         self.closed_by: str | None = None
         self.close_sent: tuple[int, str] | None = None
+        self.client_close: tuple[int, str] | None = None
         self.fault_ending: str | None = None
         self.done = asyncio.Event()
         self.sent_counts: Counter[str] = Counter()
@@ -280,8 +299,20 @@ class Connection:
         self.stalled = True
         if transport is not None:
             transport.pause_reading()
+            self.loop.call_later(STALL_WATCH_SECONDS, self._watch_stalled_peer)
         if seconds:
             self.loop.call_later(seconds, self.unstall)
+
+    def _watch_stalled_peer(self) -> None:
+        """With reads paused the server would never see a client that gave up; the kernel still knows."""
+        transport = self.request.transport
+        if not self.stalled or transport is None or transport.is_closing():
+            return
+        if peer_has_gone(transport):
+            self.closed_by, self.fault_ending = "client", "abandoned-during-stall"
+            transport.abort()
+            return
+        self.loop.call_later(STALL_WATCH_SECONDS, self._watch_stalled_peer)
 
     def unstall(self) -> None:
         self.stalled = False
@@ -308,8 +339,14 @@ class Connection:
         writer = asyncio.create_task(self.writer())
         self.pump()
         try:
-            async for msg in self.ws:
+            while True:
+                msg = await self.ws.receive()
                 now = self.loop.time()
+                if msg.type == WSMsgType.CLOSE:  # the client's close frame: keep its code and reason
+                    self.client_close = (msg.data, msg.extra or "")
+                    break
+                if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
                 if msg.type == WSMsgType.TEXT:
                     self.handle_text(msg.data, now)
                 elif msg.type == WSMsgType.BINARY:
@@ -323,8 +360,6 @@ class Connection:
                         )
                     )
                     session.advance(now)
-                elif msg.type == WSMsgType.ERROR:
-                    break
                 self.pump()
         finally:
             if self.timer is not None:
@@ -339,6 +374,8 @@ class Connection:
                 code, reason = 1006, ""
             elif self.close_sent is not None:
                 code, reason = self.close_sent
+            elif self.client_close is not None:
+                code, reason = self.client_close
             else:
                 code, reason = self.ws.close_code, ""
             by = self.closed_by or ("client" if code not in (None, 1006) else "network")
@@ -384,6 +421,7 @@ class RealtimeServer:
         self.connections: dict[str, Connection] = {}
         self.connection_count = 0
         self.faults = FaultState()
+        self.audio_turns: dict[str, Iterator[int]] = {}  # per client identity: the script's next transcript
         self.control: control.ControlPlane | None = None  # set by control.install
         self.chaos = plan.parse(self.config.chaos) if self.config.chaos else None
         self.app = self._build_app()
@@ -636,6 +674,7 @@ class RealtimeServer:
             dialect=dialect,
             initial_config=initial_config,
             audio_seed=self.config.seed,
+            audio_turns=self.audio_turns.setdefault(identity, itertools.count()),
         )
         self.history.record(
             "session",

@@ -302,3 +302,21 @@ async def test_speech_while_streaming_is_counted_in_audio_time_not_wall_time(ser
     assert asyncio.get_running_loop().time() - sent < 3.7
     assert abs(start - (2000 - PREFIX_MS)) <= ONSET_TOLERANCE_MS
     await ws.close()
+
+
+async def test_scripted_transcripts_continue_across_a_clients_sessions(
+    server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump({"transcripts": ["My name is Alice.", "What is my name?"]}))
+    server = await server_factory(script=str(script), pacing=0.0)
+    spoken = audio.build_utterance([("silence", 300), ("speech", 900), ("silence", 900)], seed=2)
+    heard = []
+    for _ in range(2):  # the same key reconnects: the second session hears the script's second line
+        ws = await open_session(server)
+        await update(ws, {"audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}})
+        await send_audio(ws, spoken.pcm)
+        events = await recv_until(ws, "conversation.item.input_audio_transcription.completed")
+        heard.append(events[-1]["transcript"])
+        await ws.close()
+    assert heard == ["My name is Alice.", "What is my name?"]

@@ -627,3 +627,16 @@ async def test_concurrent_session_limit_names_the_open_sessions(server_factory: 
     third = await open_session(server)  # room again
     for ws in (second, other, third):
         await ws.close()
+
+
+async def test_a_client_that_abandons_a_stalled_socket_ends_its_session(server: RealtimeServer) -> None:
+    ws = await open_session(server)
+    await inject(server, "stall")
+    ws.transport.abort()  # the client gives up on the silent socket (its FIN/RST reaches the kernel only)
+    for _ in range(40):
+        if not server.connections:
+            break
+        await asyncio.sleep(0.1)
+    assert not server.connections  # noticed although reading was paused
+    close = server.history.select(kind="close")[-1]
+    assert (close["by"], close["fault"]) == ("client", "abandoned-during-stall")

@@ -478,3 +478,11 @@ async def test_concurrent_sessions_are_independent(
     answers = await asyncio.gather(*(text_turn(ws, "What is my name?") for ws in many_clients))
     assert [a.split()[-1].rstrip(".") for a in answers] == names
     assert len(server.connections) == len(names)
+
+
+async def test_the_clients_close_code_and_reason_are_recorded(server: RealtimeServer) -> None:
+    ws = await open_session(server)
+    await ws.close(1000, "rotated to a new session")
+    await asyncio.sleep(0.2)
+    close = server.history.select(kind="close")[-1]
+    assert (close["code"], close["reason"], close["by"]) == (1000, "rotated to a new session", "client")

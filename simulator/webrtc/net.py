@@ -1,0 +1,117 @@
+"""The network underneath a call: loopback host candidates, and the per-call UDP gate behind the ICE faults.
+
+aiortc sends everything (STUN checks and consent, DTLS, SRTP, SCTP) through aioice, and aioice owns one UDP
+socket per local candidate: a `StunProtocol` whose `datagram_received` takes what arrives and whose
+`transport.sendto` puts datagrams on the wire. `UdpGate` wraps exactly those two points for the sockets of ONE
+call, so shutting it is a real network cut for that call only: the peer's connectivity and consent checks go
+unanswered, its media and data stop, and every state it reports is its own stack's reaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any, cast
+
+import aioice.ice
+from aioice import Connection
+
+_original_host_addresses = aioice.ice.get_host_addresses
+_loopback_only = False
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    if _loopback_only:
+        return ["127.0.0.1"] if use_ipv4 else ["::1"]
+    return _original_host_addresses(use_ipv4, use_ipv6)
+
+
+def use_loopback_candidates() -> None:
+    """Gather host candidates on 127.0.0.1 only, for every peer connection in this process.
+
+    aioice deliberately skips loopback and offers every other interface; a simulator on 127.0.0.1 (and the
+    test clients next to it) must stay on loopback instead. Process-wide because aioice looks the function up
+    at gathering time; idempotent.
+    """
+    global _loopback_only
+    _loopback_only = True
+    aioice.ice.get_host_addresses = _host_addresses
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class UdpGate:
+    """Stands between one call's ICE sockets and the network; while shut, datagrams are dropped both ways.
+
+    Dropping (not rejecting) is the point: a black-holed peer sends no ICMP, no close, nothing — just what a
+    dead NAT binding or a vanished server looks like to the other side.
+    """
+
+    def __init__(self) -> None:
+        self.open = True
+        self.dropped_in = 0
+        self.dropped_out = 0
+        self._attached: set[int] = set()
+        self._reopen: asyncio.TimerHandle | None = None
+
+    def attach(self, connection: Connection) -> None:
+        """Wrap every socket the aioice connection gathered (after gathering, before the peer's checks)."""
+        for protocol in connection._protocols:
+            if id(protocol) not in self._attached:
+                self._attached.add(id(protocol))
+                self._wrap(protocol)
+
+    def _wrap(self, protocol: aioice.ice.StunProtocol) -> None:
+        deliver = protocol.datagram_received
+
+        def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+            if self.open:
+                deliver(data, addr)
+            else:
+                self.dropped_in += 1
+
+        # asyncio calls the protocol's bound attribute, so an instance attribute intercepts arrivals.
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+        protocol.transport = cast(asyncio.DatagramTransport, _GatedTransport(protocol.transport, self))
+
+    def shut(self) -> None:
+        self._cancel_reopen()
+        self.open = False
+
+    def reopen(self) -> None:
+        self._cancel_reopen()
+        self.open = True
+
+    def shut_for(self, seconds: float) -> None:
+        """A transient cut: shut now, open again by itself after `seconds`."""
+        self.shut()
+        self._reopen = asyncio.get_running_loop().call_later(seconds, self.reopen)
+
+    def _cancel_reopen(self) -> None:
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+
+
+class _GatedTransport:
+    """A datagram transport whose `sendto` obeys the gate; everything else is the real transport's."""
+
+    def __init__(self, inner: asyncio.DatagramTransport, gate: UdpGate) -> None:
+        self._inner = inner
+        self._gate = gate
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        if self._gate.open:
+            self._inner.sendto(data, addr)
+        else:
+            self._gate.dropped_out += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
