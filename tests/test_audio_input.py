@@ -318,5 +318,6 @@ async def test_scripted_transcripts_continue_across_a_clients_sessions(
         await send_audio(ws, spoken.pcm)
         events = await recv_until(ws, "conversation.item.input_audio_transcription.completed")
         heard.append(events[-1]["transcript"])
+        await recv_until(ws, "rate_limits.updated")  # read the answer out, so the close handshake is prompt
         await ws.close()
     assert heard == ["My name is Alice.", "What is my name?"]
