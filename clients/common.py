@@ -56,6 +56,8 @@ class Scenario:
     end_at: float
     instructions: str | None = None
     tools: tuple[dict[str, Any], ...] = ()
+    # The service's activity idle timeout, as the app configured it (streaming-session rules); None: none.
+    idle_timeout: float | None = None
 
     def session_config(self) -> dict[str, Any]:
         """The GA session fields the scenario fixes (for session.update or a client secret's `session`)."""
@@ -104,6 +106,7 @@ def parse_scenario(data: Any) -> Scenario:
         end_at=float(end_at),
         instructions=instructions,
         tools=tuple(tools),
+        idle_timeout=float(data["idle_timeout"]) if _is_time(data.get("idle_timeout")) else None,
     )
 
 

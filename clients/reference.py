@@ -129,9 +129,11 @@ class Settings:
     backoff_cap: float = 8.0
     max_attempts: int = 10  # consecutive failed attempts before giving up
     stable_after: float = 10.0  # a session that lived this long (or answered a turn) resets the backoff
-    ping_interval: float = 5.0
-    ping_timeout: float = 5.0
-    response_timeout: float = 10.0
+    # Seed 001: a dead link should be acted on within 2-3 s. Pings go every 2 s and must be answered within
+    # 2.5 s; while a response is active, 3 s without any event (paced audio comes every 100 ms) is a stall.
+    ping_interval: float = 2.0
+    ping_timeout: float = 2.5
+    response_timeout: float = 3.0
     open_timeout: float = 10.0
     rotate_lead_max: float = 60.0
     rotate_lead_fraction: float = 0.2
@@ -316,6 +318,7 @@ class Link:
     rotate_early_at: float | None  # from when a waiting user turn starts the handoff (not the old session)
     switch_by: float | None  # when to hand over even mid-response: the cap is near
     last_event_at: float
+    kept_alive_at: float = 0.0  # the last keep-alive call (streaming-session rules)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
     close_reason: str = ""
@@ -800,6 +803,8 @@ class ReferenceClient:
             if self.state is State.ACTIVE and self._rotation_due(link, now):
                 await self._rotate()
                 continue
+            if self._keep_alive_due(link, now):
+                await self._keep_alive(link, now)
             with contextlib.suppress(ConnectionClosed):  # the reader reports the loss
                 await self._dispatch(link, now)
             await self._wait(self._next_deadline(link, now))
@@ -813,6 +818,25 @@ class ReferenceClient:
             return True
         return bool(self.queue) and link.rotate_early_at is not None and now >= link.rotate_early_at
 
+    def _keep_alive_due(self, link: Link, now: float) -> bool:
+        """Quiet periods must not look like abandonment: keep-alive at half the idle timeout."""
+        idle = self.env.scenario.idle_timeout
+        return idle is not None and now - max(link.kept_alive_at, link.opened_at) >= idle / 2
+
+    async def _keep_alive(self, link: Link, now: float) -> None:
+        assert self.tokens is not None
+        link.kept_alive_at = now
+        try:
+            async with self.tokens.http.post(
+                f"{self.env.base_url}/streaming.keep_alive",
+                json={"session_id": link.session_id},
+                headers={"Authorization": f"Bearer {self.env.api_key}"},
+                timeout=aiohttp.ClientTimeout(total=self.settings.open_timeout),
+            ) as response:
+                self.log("keep_alive", session=link.session_id, status=response.status)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # the watchdogs judge the link, not this
+            self.log("keep_alive", session=link.session_id, error=str(exc))
+
     def _raise_reader_bug(self, link: Link) -> None:
         reader = link.reader
         if reader is not None and reader.done() and not reader.cancelled() and reader.exception():
@@ -825,6 +849,9 @@ class ReferenceClient:
     def _next_deadline(self, link: Link, now: float) -> float:
         deadline = now + (TICK if link.busy else 1.0)
         deadline = min(deadline, self.end if now < self.end else self.end + self.settings.shutdown_grace)
+        idle = self.env.scenario.idle_timeout
+        if idle is not None:
+            deadline = min(deadline, max(link.kept_alive_at, link.opened_at) + idle / 2)
         if self.state is State.ACTIVE and link.rotate_at is not None:
             deadline = min(deadline, max(now, link.rotate_at))
         return deadline

@@ -128,6 +128,8 @@ class Scenario:
             document["instructions"] = self.instructions
         if self.tools:
             document["tools"] = [dict(tool) for tool in self.tools]
+        if self.server.get("idle_timeout"):
+            document["idle_timeout"] = self.server["idle_timeout"]  # the app knows its own configuration
         return document
 
     def model_script(self) -> dict[str, Any]:
