@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/rtsim run
+
+demo: $(STAMP)
 	$(BIN)/rtsim demo
 
 test: $(STAMP)
@@ -22,7 +25,9 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/rtsim bench
+	$(BIN)/rtsim bench sessions
+	$(BIN)/rtsim toxiproxy --bench
+	$(BIN)/python -m simulator.vad
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
