@@ -32,7 +32,7 @@ from .history import History
 from .model import Script, ScriptedModel
 from .protocol import IdFactory, RealtimeError, decode_client_frame, encode
 from .schema import Enum, Int, Obj, check
-from .tokens import TOKEN_PREFIX, TokenAuthority, TokenError, key_id
+from .tokens import TOKEN_PREFIX, Token, TokenAuthority, TokenError, key_id
 
 STALL_WATCH_SECONDS = 0.5
 TCP_GONE_STATES = (7, 8, 9)  # TCP_CLOSE, TCP_CLOSE_WAIT (the peer sent FIN), TCP_LAST_ACK (tcp_states.h)
@@ -826,14 +826,27 @@ class RealtimeServer:
         )
         return response
 
-    def _mint(self, key: str, ttl: float, session: dict[str, Any]) -> tuple[str, Any]:
-        """A token; under the `expire-tokens usable_for` fault its expires_at says more than it is worth."""
+    def _mint(self, key: str, ttl: float, session: dict[str, Any], *, endpoint: str) -> tuple[str, Token]:
+        """A token, recorded; under the `expire-tokens usable_for` fault its expires_at says more than it is
+        worth."""
         if self.faults.token_usable_for is not None:
-            advertised = self.faults.token_advertised_ttl or ttl
-            return self.tokens.mint(
-                key=key, ttl=advertised, session=session, usable_for=self.faults.token_usable_for
+            value, token = self.tokens.mint(
+                key=key,
+                ttl=self.faults.token_advertised_ttl or ttl,
+                session=session,
+                usable_for=self.faults.token_usable_for,
             )
-        return self.tokens.mint(key=key, ttl=ttl, session=session)
+        else:
+            value, token = self.tokens.mint(key=key, ttl=ttl, session=session)
+        self.history.record(
+            "token",
+            token_id=token.token_id,
+            key_id=token.key_id,
+            expires_at=token.expires_at,
+            usable_until=token.usable_until,
+            endpoint=endpoint,
+        )
+        return value, token
 
     async def create_client_secret(self, request: web.Request) -> web.Response:
         return await self._rest(request, self._mint_ga)
@@ -854,15 +867,7 @@ class RealtimeServer:
         session_update.setdefault("type", "realtime")
         base = session_config.default_session(session_update.get("model", session_config.DEFAULT_MODEL))
         config = session_config.merge_ga(base, session_update)
-        value, token = self._mint(key, ttl, session_update)
-        self.history.record(
-            "token",
-            token_id=token.token_id,
-            key_id=token.key_id,
-            expires_at=token.expires_at,
-            usable_until=token.usable_until,
-            endpoint="client_secrets",
-        )
+        value, token = self._mint(key, ttl, session_update, endpoint="client_secrets")
         session = session_config.render_ga(
             config, session_id=IdFactory.seeded(value).new("sess"), expires_at=0
         )
@@ -876,15 +881,7 @@ class RealtimeServer:
         ga_update = session_config.from_beta(body)
         config = session_config.merge_ga(base, ga_update)
         ttl = self.config.token_ttl if self.config.token_ttl is not None else 60
-        value, token = self._mint(key, ttl, ga_update)
-        self.history.record(
-            "token",
-            token_id=token.token_id,
-            key_id=token.key_id,
-            expires_at=token.expires_at,
-            usable_until=token.usable_until,
-            endpoint="sessions",
-        )
+        value, token = self._mint(key, ttl, ga_update, endpoint="sessions")
         session = session_config.to_beta(
             config, session_id=IdFactory.seeded(value).new("sess"), expires_at=token.expires_at
         )
