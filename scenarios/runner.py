@@ -34,6 +34,7 @@ CLIENTS: dict[str, list[str]] = {
     "naive": [sys.executable, "-m", "clients.naive"],
     "openai-sdk": [sys.executable, "-m", "clients.openai_sdk"],
     "reference-webrtc": [sys.executable, "-m", "clients.reference_webrtc"],
+    "naive-webrtc": [sys.executable, "-m", "clients.naive_webrtc"],
 }
 GRACE_SECONDS = 15.0  # beyond the scenario's duration, before a client that does not stop is killed
 

@@ -124,6 +124,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sessions.add_argument("--client-procs", type=int, default=2, help="client processes (default 2)")
     sessions.set_defaults(func=lambda args: _print_sessions(args))
+    webrtc = targets.add_parser("webrtc", help="WebRTC call setup time and concurrent calls per process")
+    webrtc.add_argument("--levels", default="10,20,30,40", help="comma-separated call counts")
+    webrtc.set_defaults(func=_print_webrtc)
+
+
+def _print_webrtc(args: argparse.Namespace) -> int:
+    from .webrtc.bench import bench_webrtc
+
+    bench_webrtc([int(x) for x in args.levels.split(",") if x.strip()])
+    return 0
 
 
 def _print_sessions(args: argparse.Namespace) -> int:

@@ -20,6 +20,9 @@ and `kind`:
 - `fault_scheduled` / `fault_cancelled` / `fault_skipped` — a fault set for later, called off, or whose
   target had gone when its moment came (`fault_id`, `reason`).
 - `keep_alive` — the streaming keep-alive call reset a session's idle timer (`session`, `key_id`).
+- `transport` — a WebRTC transport state change: `call_id`, `session`, `what` (`ice` | `connection` |
+  `datachannel`), `state`. WebRTC `handshake`, `session` and `close` records carry `transport` (`webrtc` or
+  `sideband`) and `call_id`; their `close.code` is None unless the session cap or a shutdown ended them.
 
 Checkers and replay read these; `key_id` joins the records of one client identity across sessions.
 """

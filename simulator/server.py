@@ -440,6 +440,8 @@ class RealtimeServer:
         if self.profile.azure:
             app.router.add_get("/openai/realtime", self.realtime_websocket)
             app.router.add_get("/openai/v1/realtime", self.realtime_websocket)
+        from . import webrtc  # noqa: F401  (registers the WebRTC extension: calls, hangup, sideband)
+
         for extend in self.extensions:
             extend(self, app)
         return app

@@ -14,13 +14,13 @@ from .call import WEBRTC_EVENT_TYPES, Call, Sideband
 from .endpoint import WebRTCEndpoint, install
 from .net import UdpGate, use_loopback_candidates
 
+# Importing this package is what turns WebRTC on for every server built afterwards.
 if install not in RealtimeServer.extensions:
     RealtimeServer.extensions.append(install)
 
 __all__ = [
     "WEBRTC_EVENT_TYPES",
     "Call",
-    "RealtimeServer",
     "Sideband",
     "UdpGate",
     "WebRTCEndpoint",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import multiprocessing
 import statistics
 import time
@@ -134,7 +135,7 @@ async def _load(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _bench(
-    levels: list[int], seconds_of_audio: float, setup_calls: int, client_procs: int
+    levels: list[int], seconds_of_audio: float, setup_calls: int, client_procs: int, echo: bool
 ) -> list[dict[str, Any]]:
     import simulator.webrtc  # noqa: F401  (registers the extension)
     from simulator.server import RealtimeServer, ServerConfig
@@ -161,11 +162,13 @@ async def _bench(
                         "setup_ms_max": round(max(times) * 1000, 1),
                     }
                 )
-                print(rows[-1], flush=True)
+                if echo:
+                    print(json.dumps(rows[-1]), flush=True)
             for level in levels:
                 calls.clear()
                 rows.append(await _level(loop, pool, base_url, level, seconds_of_audio, client_procs, calls))
-                print(rows[-1], flush=True)
+                if echo:
+                    print(json.dumps(rows[-1]), flush=True)
                 await asyncio.sleep(1.0)  # let the level's calls finish closing
     finally:
         await server.stop()
@@ -239,9 +242,13 @@ def bench_webrtc(
     seconds_of_audio: float = 8.0,
     setup_calls: int = 20,
     client_procs: int = 1,
+    echo: bool = True,
 ) -> list[dict[str, Any]]:
-    """Setup time over `setup_calls` sequential calls, then one row per level of concurrent calls."""
-    return asyncio.run(_bench(levels, seconds_of_audio, setup_calls, client_procs))
+    """Setup time over `setup_calls` sequential calls, then one row per level of concurrent calls.
+
+    Each row is also printed as a JSON line as soon as it is measured (`echo`).
+    """
+    return asyncio.run(_bench(levels, seconds_of_audio, setup_calls, client_procs, echo))
 
 
 if __name__ == "__main__":

@@ -432,8 +432,10 @@ class Call:
     def ice_blackhole(self) -> None:
         """The server silently stops answering and sending: every datagram of this call is dropped both ways.
 
-        The client's consent checks go unanswered, RTP and SCTP stop; aioice declares consent lost after six
-        missed checks (~30 s) and the client's ICE goes `failed`, unless its own watchdog acts first.
+        The client's consent checks go unanswered, RTP and SCTP stop. A browser says ICE `disconnected` within
+        seconds and `failed` later; aiortc says nothing until consent is lost (six missed checks ~5 s apart,
+        ~30 s), then `closed` — unless the client's own watchdog acts first. This side's consent expires the
+        same way, which ends the call here (`close` by `network`, reason `consent_expired`).
         """
         self.gate.shut()
 
