@@ -36,7 +36,7 @@ from .protocol import RealtimeError
 from .schema import Int, Obj, Str, check
 
 if TYPE_CHECKING:
-    from .server import Connection, RealtimeServer
+    from .server import LiveSession, RealtimeServer
 
 PREFIX = "/_rtsim"
 OPENED = ("session.created", 1)  # "at once" for a plan: right after the session is announced
@@ -132,7 +132,7 @@ class ControlPlane:
         params: dict[str, Any],
         target: dict[str, Any],
         route: str,
-        connections: list[Connection] | None = None,
+        connections: list[LiveSession] | None = None,
     ) -> None:
         self.scheduled.pop(fault_id, None)
         self._apply(fault_id, kind, params, target, route, connections)
@@ -144,7 +144,7 @@ class ControlPlane:
         params: dict[str, Any],
         target: dict[str, Any],
         route: str,
-        connections: list[Connection] | None = None,
+        connections: list[LiveSession] | None = None,
     ) -> None:
         try:
             faults.inject(self.server, kind, params, target, route=route, connections=connections)
@@ -154,7 +154,7 @@ class ControlPlane:
     def _arm_triggers(
         self,
         fault_id: str,
-        targets: list[Connection],
+        targets: list[LiveSession],
         event_type: str,
         nth: int,
         kind: str,
@@ -162,18 +162,18 @@ class ControlPlane:
         route: str,
     ) -> Callable[[], None]:
         """One trigger per session; the fault stays scheduled until each has fired or its session ended."""
-        armed: dict[str, tuple[Connection, tuple[str, int, Callable[[], Any]]]] = {}
+        armed: dict[str, tuple[LiveSession, tuple[str, int, Callable[[], Any]]]] = {}
 
-        def settle(conn: Connection) -> None:
+        def settle(conn: LiveSession) -> None:
             armed.pop(conn.session.id, None)
             if not armed:
                 self.scheduled.pop(fault_id, None)
 
-        def fire(conn: Connection) -> None:
+        def fire(conn: LiveSession) -> None:
             settle(conn)
             self._apply(fault_id, kind, params, {"session": conn.session.id}, route, [conn])
 
-        def gone(conn: Connection) -> None:
+        def gone(conn: LiveSession) -> None:
             if conn.session.id in armed:
                 settle(conn)
                 self.server.history.record(
@@ -208,7 +208,7 @@ class ControlPlane:
 
     # ---- fault plans ---------------------------------------------------------------------------------
 
-    def apply_plan(self, fault_plan: plan.FaultPlan, conn: Connection, route: str) -> None:
+    def apply_plan(self, fault_plan: plan.FaultPlan, conn: LiveSession, route: str) -> None:
         """Deal a plan's session faults to a new session (reproducible from seed and session id).
 
         An entry with no timing (or at=0) fires as soon as the session is announced: right after
@@ -231,7 +231,7 @@ class ControlPlane:
                 handle = asyncio.get_running_loop().call_later(decision.delay, fire)
                 conn.on_close.append(handle.cancel)
 
-    def attach_plan(self, text: str, conn: Connection) -> None:
+    def attach_plan(self, text: str, conn: LiveSession) -> None:
         """A plan a client attached to its connection; a bad one is an error event and the session goes on."""
         try:
             fault_plan = plan.parse(text)
@@ -290,7 +290,7 @@ def install(server: RealtimeServer, app: web.Application) -> None:
         return wrapper
 
     async def sessions(request: web.Request) -> web.Response:
-        return web.json_response({"sessions": [_describe(server, c) for c in server.connections.values()]})
+        return web.json_response({"sessions": [_describe(server, c) for c in server.live_connections()]})
 
     async def catalogue(request: web.Request) -> web.Response:
         return web.json_response(
@@ -356,7 +356,7 @@ def install(server: RealtimeServer, app: web.Application) -> None:
             session_id = check(Obj({"session_id": Str()}, required=("session_id",)), body, "")["session_id"]
         except (ValueError, RealtimeError) as exc:
             return bad_request(400, getattr(exc, "message", "The request body is not valid JSON."))
-        conn = server.connections.get(session_id)
+        conn = next((c for c in server.live_connections() if c.session.id == session_id), None)
         if conn is None:
             return bad_request(404, f"Session '{session_id}' is not open.", "session_id")
         conn.session.keep_alive(conn.loop.time())
@@ -383,18 +383,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _describe(server: RealtimeServer, conn: Connection) -> dict[str, Any]:
+def _describe(server: RealtimeServer, conn: LiveSession) -> dict[str, Any]:
     session = conn.session
     return {
         "session": session.id,
         "conn": conn.conn_id,
         "key_id": conn.key_id,
         "model": session.config["model"],
-        "transport": "websocket",
+        "transport": conn.transport,
         "age_s": round(conn.loop.time() - session.started_at, 3),
         "expires_at": session.expires_at,
         "active_response": session.active_response.id if session.active_response else None,
-        "stalled": conn.stalled,
+        "stalled": getattr(conn, "stalled", False),
     }
 
 

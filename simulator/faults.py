@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,7 +19,8 @@ from .protocol import SERVER_EVENT_TYPES, RealtimeError
 from .schema import Bool, Enum, Int, Num, Obj, Str, check
 
 if TYPE_CHECKING:
-    from .server import Connection, RealtimeServer
+    from .server import Connection, LiveSession, RealtimeServer
+    from .webrtc.call import Call
 
 Scope = Literal["session", "server"]
 MAX_REASON_BYTES = 123  # a close frame's reason: 125 bytes of payload less the 2-byte code
@@ -46,6 +47,9 @@ class FaultKind:
     params: Obj
     apply: Callable[..., str]
     doc: str
+    # Which session carriers a session fault can act on: the engine's faults work over any transport; wire
+    # faults need a WebSocket, ICE/DTLS/SCTP faults a WebRTC call.
+    transports: tuple[str, ...] = ("websocket", "webrtc")
 
 
 @dataclass
@@ -231,7 +235,78 @@ def _rate_limit(server: RealtimeServer, params: dict[str, Any], key_id: str | No
     return f"rate limited for {seconds:g} s (token minting answers 429)"
 
 
+# ---- WebRTC: each cuts one call's real transport (see simulator/webrtc/call.py for how) -------------------
+
+
+def _ice_blackhole(call: Call, params: dict[str, Any]) -> str:
+    call.ice_blackhole()
+    return "ICE black hole: every datagram of the call dropped both ways; consent checks go unanswered"
+
+
+def _ice_disconnect_recover(call: Call, params: dict[str, Any]) -> str:
+    seconds = params.get("seconds", 3.0)
+    call.ice_disconnect_recover(seconds)
+    return f"transient ICE cut for {seconds:g} s, then the path comes back by itself"
+
+
+def _spawn_on(call: Call, coroutine: Coroutine[Any, Any, Any]) -> None:
+    call._spawn(coroutine)
+
+
+def _dtls_close(call: Call, params: dict[str, Any]) -> str:
+    _spawn_on(call, call.dtls_close())
+    return "DTLS closed (close_notify): the peer connection ends"
+
+
+def _sctp_abort(call: Call, params: dict[str, Any]) -> str:
+    _spawn_on(call, call.sctp_abort())
+    return "SCTP aborted: the data channel dies, ICE/DTLS/media stay up"
+
+
+def _datachannel_close(call: Call, params: dict[str, Any]) -> str:
+    call.datachannel_close()
+    return "oai-events data channel closed by the server"
+
+
+def _arm_next_calls(
+    server: RealtimeServer, key_id: str | None, count: int, setup: Callable[[Call], None]
+) -> None:
+    """Apply `setup` to the next `count` WebRTC calls (of `key_id`, or any) before their answer is made."""
+    if server.webrtc is None:
+        raise RealtimeError("WebRTC is not available on this server.", code="unsupported", param="kind")
+    hooks = server.webrtc.on_new_call
+    remaining = [count]
+
+    def hook(call: Call) -> None:
+        if key_id is not None and call.key_id != key_id:
+            return
+        setup(call)
+        remaining[0] -= 1
+        if remaining[0] <= 0:
+            hooks.remove(hook)
+
+    hooks.append(hook)
+
+
+def _ice_fail_setup(server: RealtimeServer, params: dict[str, Any], key_id: str | None) -> str:
+    count = params.get("count", 1)
+
+    def fail(call: Call) -> None:
+        call.ice_fail_setup = True
+
+    _arm_next_calls(server, key_id, count, fail)
+    return f"the next {count} call(s) get an answer but their connectivity checks are never answered"
+
+
+def _datachannel_delay(server: RealtimeServer, params: dict[str, Any], key_id: str | None) -> str:
+    count, seconds = params.get("count", 1), params.get("seconds", 3.0)
+    _arm_next_calls(server, key_id, count, lambda call: call.datachannel_delay(seconds))
+    return f"the next {count} call(s) get their data channel opened {seconds:g} s late"
+
+
 _TEXT = Str()
+_WEBSOCKET = ("websocket",)
+_WEBRTC = ("webrtc",)
 CATALOGUE: dict[str, FaultKind] = {
     kind.name: kind
     for kind in (
@@ -241,6 +316,7 @@ CATALOGUE: dict[str, FaultKind] = {
             Obj({"mid_frame": Bool()}),
             _drop,
             "abnormal closure: TCP torn down with no close frame (1006); mid_frame sends half a frame first",
+            _WEBSOCKET,
         ),
         FaultKind(
             "close",
@@ -257,6 +333,7 @@ CATALOGUE: dict[str, FaultKind] = {
             ),
             _close,
             "a close frame with a code and reason, optionally after an error event",
+            _WEBSOCKET,
         ),
         FaultKind(
             "expire-session",
@@ -271,6 +348,7 @@ CATALOGUE: dict[str, FaultKind] = {
             Obj({"seconds": Num(0)}),
             _stall,
             "half-open: nothing sent, pings unanswered, socket left open (optionally for N seconds)",
+            _WEBSOCKET,
         ),
         FaultKind(
             "latency",
@@ -278,6 +356,7 @@ CATALOGUE: dict[str, FaultKind] = {
             Obj({"ms": Int(0, 600000), "jitter_ms": Int(0, 600000)}),
             _latency,
             "delay every server event by ms ± jitter_ms (order kept)",
+            _WEBSOCKET,
         ),
         FaultKind(
             "slow-first-delta",
@@ -285,6 +364,7 @@ CATALOGUE: dict[str, FaultKind] = {
             Obj({"ms": Int(0, 600000)}),
             _slow_first_delta,
             "hold the next response's first audio delta (and what follows) for ms",
+            _WEBSOCKET,
         ),
         FaultKind(
             "server-error",
@@ -343,6 +423,56 @@ CATALOGUE: dict[str, FaultKind] = {
             _rate_limit,
             "rate_limits.updated to zero on live sessions; token minting answers 429 with Retry-After",
         ),
+        FaultKind(
+            "ice-blackhole",
+            "session",
+            Obj({}),
+            _ice_blackhole,
+            "WebRTC: the server silently stops answering and sending; the client's consent checks fail "
+            "(aiortc ~30 s to closed) unless its own watchdog acts",
+            _WEBRTC,
+        ),
+        FaultKind(
+            "ice-disconnect-recover",
+            "session",
+            Obj({"seconds": Num(0)}),
+            _ice_disconnect_recover,
+            "WebRTC: a transient cut that heals by itself; clients must not tear down",
+            _WEBRTC,
+        ),
+        FaultKind(
+            "dtls-close", "session", Obj({}), _dtls_close, "WebRTC: DTLS close_notify, an abrupt end", _WEBRTC
+        ),
+        FaultKind(
+            "sctp-abort",
+            "session",
+            Obj({}),
+            _sctp_abort,
+            "WebRTC: SCTP ABORT; the data channel dies while media and ICE stay up",
+            _WEBRTC,
+        ),
+        FaultKind(
+            "datachannel-close",
+            "session",
+            Obj({}),
+            _datachannel_close,
+            "WebRTC: the server closes the oai-events channel",
+            _WEBRTC,
+        ),
+        FaultKind(
+            "ice-fail-setup",
+            "server",
+            Obj({"count": Int(1, 100000)}),
+            _ice_fail_setup,
+            "WebRTC: the next N calls get an answer whose connectivity checks are never answered",
+        ),
+        FaultKind(
+            "datachannel-delay",
+            "server",
+            Obj({"count": Int(1, 100000), "seconds": Num(0)}),
+            _datachannel_delay,
+            "WebRTC: the next N calls' data channel opens late (send-before-open breaks)",
+        ),
     )
 }
 
@@ -391,7 +521,7 @@ def inject(
     target: dict[str, Any] | None,
     *,
     route: str,
-    connections: list[Connection] | None = None,
+    connections: list[LiveSession] | None = None,
 ) -> dict[str, Any]:
     """Validate, resolve the target, apply, and record. Returns what was done (for the API and the CLI).
 
@@ -408,8 +538,10 @@ def inject(
         return {"kind": kind, "scope": "server", "applied_to": [], "result": result}
     if connections is None:
         connections = server.resolve_targets(target)
+    connections = [c for c in connections if c.transport in spec.transports]
     if not connections:
-        raise RealtimeError("No live session matches the target.", code="no_target", param="target")
+        over = "" if len(spec.transports) > 1 else f" {spec.transports[0]}"
+        raise RealtimeError(f"No live{over} session matches the target.", code="no_target", param="target")
     results = {}
     for conn in connections:
         sid = conn.session.id

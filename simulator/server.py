@@ -20,7 +20,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -33,6 +33,9 @@ from .model import Script, ScriptedModel
 from .protocol import IdFactory, RealtimeError, decode_client_frame, encode
 from .schema import Enum, Int, Obj, check
 from .tokens import TOKEN_PREFIX, Token, TokenAuthority, TokenError, key_id
+
+if TYPE_CHECKING:
+    from .webrtc.endpoint import WebRTCEndpoint
 
 STALL_WATCH_SECONDS = 0.5
 TCP_GONE_STATES = (7, 8, 9)  # TCP_CLOSE, TCP_CLOSE_WAIT (the peer sent FIN), TCP_LAST_ACK (tcp_states.h)
@@ -157,6 +160,22 @@ def read_credential(request: web.Request, *, azure: bool) -> Credential:
     return Credential(None, "none")
 
 
+class LiveSession(Protocol):
+    """What carries a live session — a WebSocket `Connection` or a WebRTC `Call` — as faults see it."""
+
+    transport: str
+    session: Session
+    key_id: str
+    conn_id: str
+    loop: asyncio.AbstractEventLoop
+    closed_by: str | None
+    sent_counts: Counter[str]
+    triggers: list[tuple[str, int, Callable[[], Any]]]
+    on_close: list[Callable[[], Any]]
+
+    def pump(self) -> None: ...
+
+
 class Connection:
     """One WebSocket connection carrying one session: the I/O shell around the engine.
 
@@ -164,6 +183,8 @@ class Connection:
     client sees 1006; optionally after half a frame), `stall` (half-open: nothing sent, pings unanswered),
     per-event `latency` ± jitter, a slow first audio delta, and `close` with any code.
     """
+
+    transport = "websocket"
 
     def __init__(
         self,
@@ -421,6 +442,7 @@ class RealtimeServer:
         self.connections: dict[str, Connection] = {}
         self.connection_count = 0
         self.faults = FaultState()
+        self.webrtc: WebRTCEndpoint | None = None  # set when the WebRTC extension installs itself
         self.audio_turns: dict[str, Iterator[int]] = {}  # per client identity: the script's next transcript
         self.control: control.ControlPlane | None = None  # set by control.install
         self.chaos = plan.parse(self.config.chaos) if self.config.chaos else None
@@ -482,18 +504,21 @@ class RealtimeServer:
 
     # ---- auth -------------------------------------------------------------------------------------
 
-    def live_connections(self, key_id: str | None = None) -> list[Connection]:
-        return [c for c in self.connections.values() if key_id is None or c.key_id == key_id]
+    def live_connections(self, key_id: str | None = None) -> list[LiveSession]:
+        """Every live session's carrier — WebSocket connections and WebRTC calls — of a key, or all."""
+        calls = list(self.webrtc.calls.values()) if self.webrtc is not None else []
+        carriers: list[LiveSession] = [*self.connections.values(), *(c for c in calls if not c.ended)]
+        return [c for c in carriers if key_id is None or c.key_id == key_id]
 
     def target_key_id(self, target: dict[str, Any]) -> str | None:
         if "key" in target:
             return key_id(target["key"])
         return target.get("key_id")
 
-    def resolve_targets(self, target: dict[str, Any]) -> list[Connection]:
-        """The live connections a fault target names: one session, every session of a key, or all."""
+    def resolve_targets(self, target: dict[str, Any]) -> list[LiveSession]:
+        """The live sessions a fault target names: one session, every session of a key, or all."""
         if "session" in target:
-            conn = self.connections.get(target["session"])
+            conn = next((c for c in self.live_connections() if c.session.id == target["session"]), None)
             if conn is None:
                 raise RealtimeError(
                     f"No live session '{target['session']}'.",
@@ -503,7 +528,7 @@ class RealtimeServer:
             return [conn]
         return self.live_connections(self.target_key_id(target))
 
-    def _age(self, conn: Connection) -> float:
+    def _age(self, conn: LiveSession) -> float:
         return conn.loop.time() - conn.session.started_at
 
     def key_is_valid(self, key: str) -> bool:
@@ -593,7 +618,7 @@ class RealtimeServer:
         key_is_known = credential.is_token or self.key_is_valid(credential.value)
         limit = self.config.max_sessions_per_key
         if limit is not None and key_is_known:
-            open_sessions = [c for c in self.connections.values() if c.key_id == identity]
+            open_sessions = self.live_connections(identity)
             if len(open_sessions) >= limit:
                 listed = ", ".join(f"{c.session.id} (open {self._age(c):.0f} s)" for c in open_sessions)
                 return refuse(
@@ -699,7 +724,7 @@ class RealtimeServer:
             del self.connections[session.id]
         return ws
 
-    def _apply_plans(self, request: web.Request, conn: Connection) -> None:
+    def _apply_plans(self, request: web.Request, conn: LiveSession) -> None:
         """The server's --chaos plan, then any plan the client attached (header or query parameter)."""
         assert self.control is not None
         if self.chaos is not None:

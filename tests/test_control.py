@@ -364,7 +364,7 @@ async def test_bad_json_and_other_refusals(server: RealtimeServer) -> None:
     status, body, _ = await http(server, "POST", "/_rtsim/faults", raw=b"")
     assert status == 400 and body["error"]["message"]
     status, body, _ = await http(server, "POST", "/_rtsim/faults", {"kind": "drop"})
-    assert status == 404 and "No live session" in body["error"]["message"]  # nobody to hit
+    assert status == 404 and "No live websocket session" in body["error"]["message"]  # nobody to hit
     for since in ("soon", "-3"):
         status, body, _ = await http(server, "GET", f"/_rtsim/history?since={since}")
         assert status == 400 and body["error"]["param"] == "since"

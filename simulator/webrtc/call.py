@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections import Counter
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +55,8 @@ WEBRTC_EVENT_TYPES = (
 
 class Call:
     """A live call: the peer connection, the session engine, its sidebands, and the fault switches."""
+
+    transport = "webrtc"  # what fault kinds are matched against (a WebSocket Connection says "websocket")
 
     def __init__(
         self,
@@ -98,6 +101,10 @@ class Call:
         self.channel_open_delay = 0.0
         self._delay_installed = False
         self.hang_up_when_connected: str | None = None  # a reason: end the call as soon as it connects
+        # The control plane's hooks, as on a WebSocket Connection: event triggers and close callbacks.
+        self.sent_counts: Counter[str] = Counter()
+        self.triggers: list[tuple[str, int, Callable[[], Any]]] = []
+        self.on_close: list[Callable[[], Any]] = []
         session.audio_sink = self._model_audio
 
     @property
@@ -210,6 +217,13 @@ class Call:
             for sideband in self.sidebands:
                 sideband.deliver(event)
 
+    def _fire_triggers(self, event_type: str) -> None:
+        self.sent_counts[event_type] += 1
+        count = self.sent_counts[event_type]
+        for trigger in [t for t in self.triggers if t[0] == event_type and t[1] == count]:
+            self.triggers.remove(trigger)
+            trigger[2]()
+
     def _send_on_channel(self, event: dict[str, Any]) -> None:
         self.history.event("out", self.session.id, event)
         channel = self.channel
@@ -221,6 +235,9 @@ class Call:
             self.history.record(
                 "transport", call_id=self.id, session=self.session.id, what="datachannel_send", state=str(exc)
             )
+            return
+        if self.triggers:  # counted as sent when it went out on the channel, not when it was queued
+            self._fire_triggers(event["type"])
 
     # ---- output audio -------------------------------------------------------------------------------
 
@@ -379,6 +396,8 @@ class Call:
             return
         self.ended = True
         self.closed_by, self.close_reason = by, reason
+        for callback in self.on_close:
+            callback()
         if not self.begun:
             self._spawn(self._teardown(), keep_on_end=True)
             return

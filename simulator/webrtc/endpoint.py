@@ -198,6 +198,7 @@ class WebRTCEndpoint:
         if refused_with_close:
             # Accepted, then ended as soon as it connects: the WebSocket path's accept-then-close.
             call.hang_up_when_connected = "fault:reject-connects"
+        server._apply_plans(request, call)  # --chaos and attached fault plans reach calls as they do sockets
         call.begin()
         return web.Response(
             status=201,
@@ -405,7 +406,7 @@ def check_offer(offer: str) -> None:
 def install(server: RealtimeServer, app: web.Application) -> None:
     """The `RealtimeServer` extension: routes, the sideband hook, the call registry, closing calls at stop."""
     endpoint = WebRTCEndpoint(server)
-    server.webrtc = endpoint  # type: ignore[attr-defined]
+    server.webrtc = endpoint
     server.calls = endpoint.calls  # type: ignore[attr-defined]
     server.sideband = endpoint.sideband
     if is_loopback_host(server.config.host):
