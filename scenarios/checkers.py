@@ -43,7 +43,9 @@ class SessionView:
 
     @property
     def closed_gracefully_by_client(self) -> bool:
-        return bool(self.close and self.close.get("by") == "client" and self.close.get("code") == 1000)
+        # WebRTC has no close codes: a client's hangup is recorded with code None
+        close = self.close or {}
+        return close.get("by") == "client" and close.get("code") in (1000, None)
 
     def out(self, *types: str) -> list[dict[str, Any]]:
         return [r for r in self.events if r["dir"] == "out" and r["event"].get("type") in types]
@@ -209,7 +211,7 @@ def _same_turn(spoken: str, seen: str) -> bool:
 
 
 # Faults that leave the socket open (a stall, a network black hole): only the client can notice and move on.
-DISRUPTING_FAULTS = ("stall", "toxic:timeout")
+DISRUPTING_FAULTS = ("stall", "toxic:timeout", "ice-blackhole", "sctp-abort", "datachannel-close")
 
 
 def reconnected_within(run: RunView, seconds: float = 5.0) -> Verdict:
@@ -282,11 +284,11 @@ def detected_within(run: RunView, seconds: float = 5.0) -> Verdict:
     for fault in faults:
         reach = [r["t"] for r in run.handshakes + run.http if r["t"] > fault["t"]]
         if not reach or min(reach) - fault["t"] > seconds:
-            waited = f"{min(reach) - fault['t']:.2f}s" if reach else "until the end"
+            waited = f"for {min(reach) - fault['t']:.2f}s" if reach else "until the end"
             return Verdict(
                 "detected_within",
                 False,
-                f"{fault['fault']} at t={fault['t']:.2f}s went unnoticed for "
+                f"{fault['fault']} at t={fault['t']:.2f}s went unnoticed "
                 f"{waited} (more than {seconds:g}s): no liveness check acted",
                 [_brief(fault)],
             )

@@ -368,6 +368,9 @@ class Nemesis:
             self._unfollow()
 
 
+DEFAULT_CLIENT = {"websocket": "reference", "webrtc": "reference-webrtc"}
+
+
 async def run_matrix(
     scenarios: Sequence[Scenario],
     clients: Sequence[ClientSpec],
@@ -378,9 +381,15 @@ async def run_matrix(
     server_url: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[RunResult]:
-    """Every scenario against every client, `jobs` at a time (each run has its own simulator and port)."""
+    """Every scenario against every client, `jobs` at a time (each run has its own simulator and port).
+
+    With no clients named, each scenario runs against the reference client of its transport.
+    """
     semaphore = asyncio.Semaphore(jobs)
-    pairs = [(s, c) for c in clients for s in scenarios]
+    if clients:
+        pairs = [(s, c) for c in clients for s in scenarios]
+    else:
+        pairs = [(s, ClientSpec.named(DEFAULT_CLIENT[s.transport])) for s in scenarios]
     done = 0
 
     async def one(scenario: Scenario, client: ClientSpec) -> RunResult:

@@ -5,6 +5,7 @@ A scenario file (YAML) looks like::
     name: drop-mid-response
     description: The connection drops (1006) while the model is speaking.
     profile: openai                 # openai | openai-beta | azure
+    transport: websocket            # or webrtc (the default client: reference, or reference-webrtc)
     time_scale: 1                   # divide every time below by this (see "Time compression")
     server: {max_session: 3600, token_ttl: 600, expiry_ending: both, idle_timeout: null,
              max_sessions_per_key: null, response_latency: 0, pacing: 1}
@@ -102,6 +103,7 @@ class Scenario:
     name: str
     description: str = ""
     profile: str = "openai"
+    transport: str = "websocket"
     server: Mapping[str, Any] = field(default_factory=dict)
     duration: float = 10.0
     user: tuple[Turn, ...] = ()
@@ -158,6 +160,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario:
         "name",
         "description",
         "profile",
+        "transport",
         "time_scale",
         "server",
         "duration",
@@ -175,6 +178,9 @@ def from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario:
     profile = data.get("profile", "openai")
     if profile not in PROFILES:
         raise ScenarioError(f"{where}: profile must be one of {sorted(PROFILES)}")
+    transport = data.get("transport", "websocket")
+    if transport not in ("websocket", "webrtc"):
+        raise ScenarioError(f"{where}: transport must be websocket or webrtc")
     server = dict(data.get("server") or {})
     for key in server:
         if key not in SERVER_KEYS:
@@ -196,6 +202,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario:
         name=data["name"],
         description=str(data.get("description", "")),
         profile=profile,
+        transport=transport,
         server=server,
         duration=_number(data.get("duration", 10), f"{where}: duration") / scale,
         user=user,
@@ -266,11 +273,11 @@ def discover(paths: list[str]) -> list[Scenario]:
     for raw in paths or [str(LIBRARY)]:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(path.glob("*.yaml")))
+            files.extend(sorted(path.rglob("*.yaml")))
         elif path.exists():
             files.append(path)
-        elif (LIBRARY / f"{raw}.yaml").exists():
-            files.append(LIBRARY / f"{raw}.yaml")
+        elif named := sorted(LIBRARY.rglob(f"{raw}.yaml")):
+            files.extend(named)
         else:
             raise ScenarioError(f"no scenario file or directory {raw!r}")
     return [load(f) for f in files]
