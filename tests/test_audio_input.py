@@ -321,3 +321,29 @@ async def test_scripted_transcripts_continue_across_a_clients_sessions(
         await recv_until(ws, "rate_limits.updated")  # read the answer out, so the close handshake is prompt
         await ws.close()
     assert heard == ["My name is Alice.", "What is my name?"]
+
+
+async def test_the_transcription_failed_fault_fails_the_next_transcription(server: RealtimeServer) -> None:
+    ws = await open_session(server)
+    await update(
+        ws,
+        {
+            "audio": {
+                "input": {
+                    "transcription": {"model": "gpt-4o-transcribe"},
+                    "turn_detection": {"type": "server_vad", "create_response": False},
+                }
+            }
+        },
+    )
+    assert server.control is not None
+    server.control.inject("transcription-failed", {}, {}, None, route="test")
+    spoken = audio.build_utterance([("silence", 300), ("speech", 900), ("silence", 900)], seed=2)
+    await send_audio(ws, spoken.pcm)
+    failed = (await recv_until(ws, "conversation.item.input_audio_transcription.failed"))[-1]
+    validate_ga(failed)
+    assert failed["error"]["code"] == "audio_unintelligible"
+    await send_audio(ws, spoken.pcm)  # only the next one fails
+    completed = (await recv_until(ws, "conversation.item.input_audio_transcription.completed"))[-1]
+    assert completed["transcript"].startswith("[unscripted audio")
+    await ws.close()

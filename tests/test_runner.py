@@ -155,3 +155,64 @@ async def test_toxics_sit_between_client_and_simulator(tmp_path: Path, minimal_c
     handshake = next(r for r in records if r["kind"] == "handshake")
     first_in = next(r for r in records if r["kind"] == "event" and r["dir"] == "in")
     assert first_in["t"] - handshake["t"] >= 0.4
+
+
+async def test_a_run_against_a_running_simulator_with_server_url(tmp_path: Path, minimal_client: str) -> None:
+    from simulator.demo import start_server
+
+    proc, url = start_server()
+    try:
+        scenario = from_dict(
+            {
+                **SCENARIO,
+                "name": "remote",
+                "faults": [
+                    {"after": {"event": "response.done", "nth": 1, "delay": 0.1}, "kind": "benign-error"}
+                ],
+                "checks": ["no_lost_turns", "survives_errors", {"answer": {"turn": 1, "contains": "Alice"}}],
+            }
+        )
+        result = await run_one(
+            scenario, ClientSpec.from_command(minimal_client), out_dir=tmp_path, server_url=url
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert result.passed, [v.reason for v in result.verdicts if not v.ok]
+    records = [json.loads(line) for line in result.history_path.read_text().splitlines()]  # type: ignore[union-attr]
+    assert {r["kind"] for r in records} >= {"handshake", "session", "event", "fault", "close"}
+    assert [r["fault"] for r in records if r["kind"] == "fault"] == ["benign-error"]  # via the control API
+
+
+async def test_toxiproxy_url_puts_the_run_through_that_toxiproxy(
+    tmp_path: Path, minimal_client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulator.toxiproxy import ToxiproxyServer
+
+    external = ToxiproxyServer()
+    api_url = await external.start("127.0.0.1", 0)
+    monkeypatch.setenv("TOXIPROXY_URL", api_url)
+    created: list[str] = []
+    original = external.create_proxy
+
+    async def spy(name: str, upstream: str, **kwargs: object) -> object:
+        created.append(name)
+        return await original(name, upstream, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(external, "create_proxy", spy)
+    try:
+        scenario = from_dict(
+            {
+                **SCENARIO,
+                "name": "via-toxiproxy-url",
+                "faults": [
+                    {"at": 0, "kind": "toxic", "params": {"type": "latency", "attributes": {"latency": 100}}}
+                ],
+            }
+        )
+        result = await run_one(scenario, ClientSpec.from_command(minimal_client), out_dir=tmp_path)
+    finally:
+        await external.stop()
+    assert result.passed, [v.reason for v in result.verdicts if not v.ok]
+    assert created and created[0].startswith("rtsim-via-toxiproxy-url")
+    assert any("real proxy" in line for line in result.faults)
