@@ -76,7 +76,6 @@ class Output:
 
     item: dict[str, Any]
     kind: Literal["audio", "text", "function_call"]
-    full_text: str = ""
     sent_text: str = ""
     audio_ms: int = 0
     part_open: bool = False
@@ -880,7 +879,6 @@ class Session:
 
     def _deliver_message(self, run: ResponseRun, due: float) -> Iterator[float]:
         audio_out = run.modality == "audio"
-        part_type = "output_audio" if audio_out else "output_text"
         text = run.reply.text or ""
         output = Output(
             item={
@@ -892,7 +890,6 @@ class Session:
                 "content": [],
             },
             kind="audio" if audio_out else "text",
-            full_text=text,
         )
         self._open_output(run, output)
         ids = self._part_ids(run, output)
@@ -900,7 +897,7 @@ class Session:
         self._emit({"type": "response.content_part.added", **ids, "part": part})
         output.part_open = True
         output.item["content"] = [
-            {"type": part_type, "transcript": ""} if audio_out else {"type": part_type, "text": ""}
+            {"type": "output_audio", "transcript": ""} if audio_out else {"type": "output_text", "text": ""}
         ]
         if not audio_out:
             for piece in _word_pieces(text, max(1, len(text) // 40 + 1)):
@@ -998,7 +995,6 @@ class Session:
                 "arguments": "",
             },
             kind="function_call",
-            full_text=arguments,
         )
         self._open_output(run, output)
         base = {"response_id": run.id, "item_id": output.item["id"], "output_index": len(run.outputs) - 1}
