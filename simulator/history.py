@@ -57,8 +57,14 @@ def summarize_event(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class History:
-    def __init__(self, record_dir: str | Path | None = None, *, name: str | None = None) -> None:
+    def __init__(
+        self, record_dir: str | Path | None = None, *, name: str | None = None, limit: int | None = None
+    ) -> None:
+        # In memory, at most `limit` records (the newest): a long load test must not grow without bound. The
+        # JSON Lines file, when recording, keeps everything. `seq` keeps counting across what was let go.
         self.records: list[dict[str, Any]] = []
+        self.limit = limit
+        self.first_seq = 0
         # Called with every new record: how a scenario follows its client live (event-relative faults).
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.started = time.monotonic()
@@ -77,13 +83,17 @@ class History:
 
     def record(self, kind: str, **fields: Any) -> dict[str, Any]:
         entry = {
-            "seq": len(self.records),
+            "seq": self.first_seq + len(self.records),
             "t": round(self.now(), 6),
             "wall": round(time.time(), 6),
             "kind": kind,
             **fields,
         }
         self.records.append(entry)
+        if self.limit is not None and len(self.records) > self.limit + self.limit // 4:
+            dropped = len(self.records) - self.limit  # trimmed in batches: amortised O(1) per record
+            del self.records[:dropped]
+            self.first_seq += dropped
         for listener in self.listeners:
             listener(entry)
         if self._file is not None:
@@ -114,7 +124,7 @@ class History:
     ) -> list[dict[str, Any]]:
         sessions_of_key = self.sessions_of(key_id) if key_id is not None else None
         out = []
-        for entry in self.records[since_seq:]:
+        for entry in self.records[max(0, since_seq - self.first_seq) :]:
             if kind is not None and entry["kind"] != kind:
                 continue
             if session is not None and entry.get("session") != session:

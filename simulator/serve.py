@@ -61,10 +61,18 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--script", metavar="FILE", help="scripted-model YAML (fixed replies, tool calls)")
     parser.add_argument("--chaos", metavar="PLAN", help="fault plan, e.g. drop@2%%:within=60")
-    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS",
-                        help="close sessions after this long without activity (streaming-session rule)")
-    parser.add_argument("--max-sessions-per-key", type=int, metavar="N",
-                        help="concurrent-session limit per key; the refusal names the open sessions")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close sessions after this long without activity (streaming-session rule)",
+    )
+    parser.add_argument(
+        "--max-sessions-per-key",
+        type=int,
+        metavar="N",
+        help="concurrent-session limit per key; the refusal names the open sessions",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -86,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         idle_timeout=args.idle_timeout,
         max_sessions_per_key=args.max_sessions_per_key,
         admin_token=getattr(args, "admin_token", None),
+        history_limit=getattr(args, "history_limit", None),
     )
 
 
@@ -98,6 +107,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--admin-token", help="required by the control API when bound beyond loopback")
+    parser.add_argument(
+        "--history-limit",
+        type=int,
+        default=200_000,
+        metavar="RECORDS",
+        help="history records kept in memory for the control API (default 200000; --record keeps "
+        "all on disk)",
+    )
     add_server_options(parser)
     parser.set_defaults(func=run_serve)
 

@@ -95,6 +95,7 @@ class ServerConfig:
     max_sessions_per_key: int | None = None  # concurrent-session limit; the refusal names the leaked sessions
     admin_token: str | None = None  # guards the control API when bound beyond loopback
     chaos: str | None = None  # a fault plan applied to every session (see simulator/plan.py)
+    history_limit: int | None = None  # records kept in memory (None: all); --record DIR keeps all on disk
 
     @property
     def profile_spec(self) -> Profile:
@@ -436,7 +437,7 @@ class RealtimeServer:
     ) -> None:
         self.config = config or ServerConfig()
         self.profile = self.config.profile_spec
-        self.history = history or History(self.config.record_dir)
+        self.history = history or History(self.config.record_dir, limit=self.config.history_limit)
         self.tokens = tokens or TokenAuthority()
         self.script = Script.load(self.config.script) if self.config.script else None
         self.connections: dict[str, Connection] = {}

@@ -486,3 +486,15 @@ async def test_the_clients_close_code_and_reason_are_recorded(server: RealtimeSe
     await asyncio.sleep(0.2)
     close = server.history.select(kind="close")[-1]
     assert (close["code"], close["reason"], close["by"]) == (1000, "rotated to a new session", "client")
+
+
+def test_the_in_memory_history_is_bounded_while_the_file_keeps_everything(tmp_path: Path) -> None:
+    history = History(tmp_path, limit=100)
+    for i in range(1000):
+        history.record("event", dir="out", session="s", event={"type": "x", "n": i})
+    assert 100 <= len(history.records) <= 125
+    assert history.records[-1]["seq"] == 999 and history.records[-1]["event"]["n"] == 999
+    assert [r["seq"] for r in history.select(since_seq=990)] == list(range(990, 1000))
+    history.close()
+    assert history.path is not None
+    assert [r["seq"] for r in History.load(history.path)] == list(range(1000))
