@@ -14,7 +14,7 @@ import base64
 import binascii
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -92,7 +92,7 @@ class ResponseRun:
     created_at: float
     metadata: dict[str, Any] | None = None
     outputs: list[Output] = field(default_factory=list)
-    steps: Iterator[float] | None = None
+    steps: Generator[float, None, None] | None = None
     next_due: float = 0.0
 
     @property
@@ -850,7 +850,7 @@ class Session:
             "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
         }
 
-    def _deliver(self, run: ResponseRun) -> Iterator[float]:
+    def _deliver(self, run: ResponseRun) -> Generator[float, None, None]:
         """The GA event sequence of one response; yields the time each paced step is due."""
         due = run.created_at + self.limits.response_latency
         yield due
@@ -877,7 +877,7 @@ class Session:
             self.by_id[item.id] = item
             self._emit({"type": "conversation.item.added", "previous_item_id": previous, "item": output.item})
 
-    def _deliver_message(self, run: ResponseRun, due: float) -> Iterator[float]:
+    def _deliver_message(self, run: ResponseRun, due: float) -> Generator[float, None, None]:
         audio_out = run.modality == "audio"
         text = run.reply.text or ""
         output = Output(
