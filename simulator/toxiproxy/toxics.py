@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final, Protocol
 
@@ -181,13 +181,19 @@ class Toxic:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
-async def _forward_until_eof(stub: ToxicStub) -> None:
+async def _chunks(stub: ToxicStub) -> AsyncIterator[Chunk]:
+    """The chunks a toxic receives; at EOF the stub is closed (handed on downstream) and iteration ends."""
     while True:
         chunk = await stub.read()
         if chunk is None:
             stub.close()
             return
         assert isinstance(chunk, Chunk)
+        yield chunk
+
+
+async def _forward_until_eof(stub: ToxicStub) -> None:
+    async for chunk in _chunks(stub):
         stub.write(chunk)
 
 
@@ -221,12 +227,7 @@ class LatencyToxic(Toxic):
 
     async def pipe(self, stub: ToxicStub) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            chunk = await stub.read()
-            if chunk is None:
-                stub.close()
-                return
-            assert isinstance(chunk, Chunk)
+        async for chunk in _chunks(stub):
             release_at = chunk.timestamp + self.delay_seconds(stub.rng)
             try:
                 wait = release_at - loop.time()
@@ -250,12 +251,7 @@ class BandwidthToxic(Toxic):
     async def pipe(self, stub: ToxicStub) -> None:
         loop = asyncio.get_running_loop()
         owed = 0.0  # transmission time owed, in seconds; oversleeping is paid back on the next chunk
-        while True:
-            chunk = await stub.read()
-            if chunk is None:
-                stub.close()
-                return
-            assert isinstance(chunk, Chunk)
+        async for chunk in _chunks(stub):
             pending = chunk.data
             try:
                 if self.rate <= 0:
@@ -373,12 +369,7 @@ class SlicerToxic(Toxic):
 
     async def pipe(self, stub: ToxicStub) -> None:
         pause = max(self.delay, 0) / 1_000_000
-        while True:
-            chunk = await stub.read()
-            if chunk is None:
-                stub.close()
-                return
-            assert isinstance(chunk, Chunk)
+        async for chunk in _chunks(stub):
             data = chunk.data
             cuts = self.slice_bounds(len(data), stub.rng)
             sent = 0
@@ -414,12 +405,7 @@ class LimitDataToxic(Toxic):
     async def pipe(self, stub: ToxicStub) -> None:
         state = stub.state
         assert isinstance(state, _LimitDataState)
-        while True:
-            chunk = await stub.read()
-            if chunk is None:
-                stub.close()
-                return
-            assert isinstance(chunk, Chunk)
+        async for chunk in _chunks(stub):
             remaining = max(self.bytes - state.transmitted, 0)
             if remaining < len(chunk.data):
                 chunk = Chunk(chunk.data[:remaining], chunk.timestamp)
