@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ from simulator.protocol import IdFactory
 from simulator.server import RealtimeServer, ServerConfig
 
 WALL = 1_750_000_000.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @functools.cache
@@ -98,5 +103,30 @@ async def server(server_factory: Callable[..., Any]) -> RealtimeServer:
 
 
 @pytest.fixture
-def types_seen() -> Iterator[set[str]]:
-    yield set()
+def serve_process() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
+    """`rtsim serve` as a user runs it: a real process; returns it and the base URL it printed."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator.cli", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), url
+        return proc, url
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -16,12 +16,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import aiohttp
 import pytest
 
 from clients import common, reference
 from simulator.server import RealtimeServer
 from simulator.tokens import key_id
+from tests.test_faults import inject
 
 KEY = "sk-clients-test-key"
 KEY_ID = key_id(KEY)
@@ -66,26 +66,6 @@ async def run_client(module: ModuleType, env: Mapping[str, str]) -> tuple[int, l
     out = io.StringIO()
     code = await module.main(env, out=out)
     return code, [json.loads(line) for line in out.getvalue().splitlines()]
-
-
-async def inject(
-    server: RealtimeServer,
-    kind: str,
-    params: dict[str, Any] | None = None,
-    target: dict[str, Any] | None = None,
-    when: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A fault through the control API, as the scenarios will inject them."""
-    body: dict[str, Any] = {"kind": kind, "params": params or {}, "target": target or {}}
-    if when is not None:
-        body["when"] = when
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"http://127.0.0.1:{server.port}/_rtsim/faults", json=body) as response,
-    ):
-        outcome = await response.json()
-        assert response.status in (200, 201), outcome
-        return outcome
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -141,35 +140,14 @@ async def test_openai_sdk_gives_up_on_an_invalid_key(server_factory: ServerFacto
 # ---- as the harness runs them: subprocesses against `rtsim serve` ------------------------------------------
 
 
-@pytest.fixture
-def rtsim_serve() -> Iterator[Callable[..., str]]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> str:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator.cli", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        return proc.stdout.readline().strip()
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.mark.parametrize(
     ("module", "expected"),
     [("reference", "Your name is Alice."), ("naive", FORGOTTEN), ("openai_sdk", FORGOTTEN)],
 )
 async def test_client_subprocess_against_rtsim_serve(
-    rtsim_serve: Callable[..., str], tmp_path: Path, module: str, expected: str
+    serve_process: Callable[..., tuple[Any, str]], tmp_path: Path, module: str, expected: str
 ) -> None:
-    base_url = rtsim_serve("--pacing", "0")
+    _, base_url = serve_process("--pacing", "0")
     scenario = write_scenario(tmp_path, [{**NAME_TURNS[0], "at": 0.3}, NAME_TURNS[1]], end_at=2.0)
     env = {
         **os.environ,

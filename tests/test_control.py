@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -486,33 +483,12 @@ async def test_cli_sessions_and_history(server: RealtimeServer, capsys: pytest.C
     await inject(server, "drop", target={"session": sid})
 
 
-@pytest.fixture
-def serve_process() -> Iterator[Callable[..., str]]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> str:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator.cli", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        return proc.stdout.readline().strip()
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 async def test_cli_against_rtsim_serve(
-    serve_process: Callable[..., str], capsys: pytest.CaptureFixture[str]
+    serve_process: Callable[..., tuple[Any, str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from websockets.asyncio.client import connect
 
-    url = serve_process("--pacing", "0", "--idle-timeout", "30", "--max-sessions-per-key", "3")
+    _, url = serve_process("--pacing", "0", "--idle-timeout", "30", "--max-sessions-per-key", "3")
     ws_url = url.replace("http://", "ws://") + "/realtime?model=gpt-realtime"
     async with connect(ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
         created = await recv(ws)

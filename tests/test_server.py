@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -370,30 +367,6 @@ async def test_history_records_handshakes_events_and_closes(
 
 
 # ---- the process, as a user runs it ------------------------------------------------------------------
-
-
-@pytest.fixture
-def serve_process() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator.cli", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
-        return proc, url
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 async def test_official_sdk_against_rtsim_serve(serve_process: Callable[..., Any]) -> None:
