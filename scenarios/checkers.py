@@ -97,14 +97,6 @@ class RunView:
     def session_after(self, t: float) -> SessionView | None:
         return next((s for s in self.sessions if s.start_t >= t), None)
 
-    def attempts(self) -> list[dict[str, Any]]:
-        """Every connection attempt: refused handshakes, and accepted ones with how they ended."""
-        return self.handshakes
-
-
-def _event(record: dict[str, Any]) -> dict[str, Any]:
-    return record["event"]
-
 
 def _brief(record: dict[str, Any]) -> dict[str, Any]:
     """A record trimmed for a report line."""
