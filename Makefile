@@ -27,7 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/rtsim bench sessions
 	$(BIN)/rtsim toxiproxy --bench
-	$(BIN)/python -m simulator.vad
+	$(BIN)/python -m rtsim.simulator.vad
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

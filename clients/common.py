@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
-from simulator import audio
+from rtsim.simulator import audio
 
 EXIT_OK = 0  # end_at reached and the conversation closed gracefully
 EXIT_FATAL = 1  # an outcome the client gave up on (refused credentials, retries exhausted, ...)
@@ -286,7 +286,7 @@ def append_event(chunk: bytes) -> dict[str, Any]:
 
 
 def run_cli(main: Callable[[Mapping[str, str]], Awaitable[int]]) -> None:
-    """`python -m clients.<name>`: run `main(os.environ)` and exit with its code."""
+    """`python -m rtsim.clients.<name>`: run `main(os.environ)` and exit with its code."""
     try:
         code = asyncio.run(main(os.environ))
     except KeyboardInterrupt:

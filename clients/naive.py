@@ -31,7 +31,7 @@ from typing import Any, TextIO
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from clients.common import (
+from rtsim.clients.common import (
     EXIT_OK,
     EXIT_USAGE,
     ClientEnv,

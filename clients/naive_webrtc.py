@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from clients.common import (
+from rtsim.clients.common import (
     EXIT_FATAL,
     EXIT_OK,
     EXIT_USAGE,
@@ -25,7 +25,7 @@ from clients.common import (
     UsageError,
     run_cli,
 )
-from clients.webrtc_call import CallAbandoned, ClientCall, mint_token, reply_text, sleep_until
+from rtsim.clients.webrtc_call import CallAbandoned, ClientCall, mint_token, reply_text, sleep_until
 
 CLIENT = "naive-webrtc"
 
@@ -101,7 +101,7 @@ class NaiveWebRTCClient:
 
 
 async def main(env: Mapping[str, str], *, out: TextIO | None = None) -> int:
-    """`python -m clients.naive_webrtc`: typed turns at their times; a dead call just loses them."""
+    """`python -m rtsim.clients.naive_webrtc`: typed turns at their times; a dead call just loses them."""
     log = JsonLog(CLIENT, out)
     try:
         client_env = ClientEnv.from_env(env)

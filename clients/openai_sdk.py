@@ -30,7 +30,7 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.websocket_reconnection import ReconnectingEvent, ReconnectingOverrides
 from websockets.exceptions import ConnectionClosed
 
-from clients.common import (
+from rtsim.clients.common import (
     EXIT_FATAL,
     EXIT_OK,
     EXIT_USAGE,

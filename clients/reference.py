@@ -29,7 +29,7 @@ dual-session handoff; 002: lifecycle, turns, truncation, timeouts), each in one 
                      and `_watchdog` (a response asked for or underway and nothing heard for
                      RTSIM_RESPONSE_TIMEOUT) turn a stall into a reconnect.
 
-Run as `python -m clients.reference` with the environment described in clients/README.md.
+Run as `python -m rtsim.clients.reference` with the environment described in clients/README.md.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import aiohttp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from clients.common import (
+from rtsim.clients.common import (
     BYTES_PER_MS,
     EXIT_FATAL,
     EXIT_OK,

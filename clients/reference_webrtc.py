@@ -44,7 +44,7 @@ from typing import Any, Literal, TextIO
 
 from aiortc.exceptions import InvalidStateError
 
-from clients.common import (
+from rtsim.clients.common import (
     EXIT_FATAL,
     EXIT_OK,
     EXIT_USAGE,
@@ -55,7 +55,7 @@ from clients.common import (
     run_cli,
     utterance,
 )
-from clients.webrtc_call import (
+from rtsim.clients.webrtc_call import (
     CallAbandoned,
     CallRefused,
     ClientCall,
@@ -441,7 +441,7 @@ def user_message(text: str) -> dict[str, Any]:
     }
 
 
-# ---- as a scenario client: `python -m clients.reference_webrtc` (see clients/README.md) --------------------
+# ---- as a scenario client: `python -m rtsim.clients.reference_webrtc` (see clients/README.md) ---
 
 
 async def play(client: ReferenceWebRTCClient, env: ClientEnv, log: JsonLog) -> None:

@@ -26,9 +26,9 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from simulator import audio
-from simulator.webrtc.media import OpusStream, mono_samples
-from simulator.webrtc.net import is_loopback_host, use_loopback_candidates
+from rtsim.simulator import audio
+from rtsim.simulator.webrtc.media import OpusStream, mono_samples
+from rtsim.simulator.webrtc.net import is_loopback_host, use_loopback_candidates
 
 MIC_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.model import known_facts
+from rtsim.simulator.model import known_facts
 
 AUDIO_DELTAS = ("response.output_audio.delta", "response.audio.delta")
 ITEM_DONE = ("conversation.item.done", "conversation.item.created")

@@ -12,7 +12,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from simulator.toxiproxy import ToxiproxyClient, ToxiproxyServer
+from rtsim.simulator.toxiproxy import ToxiproxyClient, ToxiproxyServer
 
 
 class NetworkLink:

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from simulator import control, tokens
-from simulator.protocol import RealtimeError
-from simulator.server import RealtimeServer, ServerConfig
+from rtsim.simulator import control, tokens
+from rtsim.simulator.protocol import RealtimeError
+from rtsim.simulator.server import RealtimeServer, ServerConfig
 
 from .checkers import RunView, Verdict, run_checks
 from .network import NetworkLink
@@ -30,11 +30,11 @@ from .spec import FaultStep, Scenario
 
 # The built-in clients, as the commands that run them; any other program comes through --client-cmd.
 CLIENTS: dict[str, list[str]] = {
-    "reference": [sys.executable, "-m", "clients.reference"],
-    "naive": [sys.executable, "-m", "clients.naive"],
-    "openai-sdk": [sys.executable, "-m", "clients.openai_sdk"],
-    "reference-webrtc": [sys.executable, "-m", "clients.reference_webrtc"],
-    "naive-webrtc": [sys.executable, "-m", "clients.naive_webrtc"],
+    "reference": [sys.executable, "-m", "rtsim.clients.reference"],
+    "naive": [sys.executable, "-m", "rtsim.clients.naive"],
+    "openai-sdk": [sys.executable, "-m", "rtsim.clients.openai_sdk"],
+    "reference-webrtc": [sys.executable, "-m", "rtsim.clients.reference_webrtc"],
+    "naive-webrtc": [sys.executable, "-m", "rtsim.clients.naive_webrtc"],
 }
 GRACE_SECONDS = 15.0  # beyond the scenario's duration, before a client that does not stop is killed
 

@@ -43,9 +43,9 @@ from typing import Any
 
 import yaml
 
-from simulator.faults import CATALOGUE
-from simulator.server import PROFILES
-from simulator.toxiproxy import TOXIC_TYPES
+from rtsim.simulator.faults import CATALOGUE
+from rtsim.simulator.server import PROFILES
+from rtsim.simulator.toxiproxy import TOXIC_TYPES
 
 LIBRARY = Path(__file__).parent / "library"
 SCALED_SERVER_KEYS = ("max_session", "token_ttl", "idle_timeout")

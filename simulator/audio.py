@@ -693,7 +693,7 @@ def _command_say(args: argparse.Namespace) -> int:
 
 
 def _command_vad(args: argparse.Namespace) -> int:
-    from simulator.vad import VoiceActivityDetector  # local: vad imports this module
+    from rtsim.simulator.vad import VoiceActivityDetector  # local: vad imports this module
 
     pcm, rate = read_wav(args.input)
     detector = VoiceActivityDetector(
@@ -719,7 +719,7 @@ def _command_vad(args: argparse.Namespace) -> int:
 
 
 def _command_bench(args: argparse.Namespace) -> int:
-    from simulator.vad import bench
+    from rtsim.simulator.vad import bench
 
     print(json.dumps(bench(args.seconds), indent=2))
     return 0

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 # Each module exposes `register(subparsers)` adding its subcommand(s) with `set_defaults(func=...)`;
 # `func(args) -> int` is the exit status. A module that is not present yet is skipped.
 COMMAND_MODULES = (
-    "simulator.serve",
-    "simulator.demo",
-    "simulator.bench",
-    "simulator.control",
-    "scenarios.command",
-    "simulator.audio",
-    "simulator.toxiproxy.command",
+    "rtsim.simulator.serve",
+    "rtsim.simulator.demo",
+    "rtsim.simulator.bench",
+    "rtsim.simulator.control",
+    "rtsim.scenarios.command",
+    "rtsim.simulator.audio",
+    "rtsim.simulator.toxiproxy.command",
 )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 def start_server(*extra: str) -> tuple[subprocess.Popen[str], str]:
     """`rtsim serve` in a child process; returns it with the base URL it printed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator.cli", "serve", "--port", "0", *extra],
+        [sys.executable, "-m", "rtsim.simulator.cli", "serve", "--port", "0", *extra],
         stdout=subprocess.PIPE,
         text=True,
     )

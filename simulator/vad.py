@@ -17,8 +17,8 @@ confirmation and 500 ms silence rule on top):
   -35 dBFS noise, where the last syllable's tail sinks into it), no false event in 1,200 pure-noise streams
   (3 s each, -60..-25 dBFS, white and pink, thresholds 0..0.8). It runs at any sample rate (24 kHz pcm16,
   8 kHz G.711), takes a continuous `threshold` rather than four modes, costs ~0.3 ms CPU per second of audio
-  per session (`python -m simulator.vad`) and adds no dependency. On espeak-ng speech it finds the same turns
-  to ~10 ms (40 ms for a breathy /h/ onset under -35 dBFS noise).
+  per session (`python -m rtsim.simulator.vad`) and adds no dependency. On espeak-ng speech it finds the
+  same turns to ~10 ms (40 ms for a breathy /h/ onset under -35 dBFS noise).
 What it cannot do is tell speech from loud non-stationary noise (music, a door slam): a loud enough sound is a
 turn. A real model could; for a simulator fed synthetic or recorded test speech this is the right trade.
 
@@ -63,7 +63,7 @@ from typing import Literal
 
 import numpy as np
 
-from simulator.audio import (
+from rtsim.simulator.audio import (
     G711_RATE,
     SAMPLE_RATE,
     Resampler,
@@ -406,7 +406,7 @@ def bench(seconds_of_audio: float = 60) -> dict[str, float | int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m simulator.vad", description="VAD and synthesis benchmark"
+        prog="python -m rtsim.simulator.vad", description="VAD and synthesis benchmark"
     )
     parser.add_argument(
         "--seconds", type=float, default=60.0, help="seconds of audio to push through the VAD"

@@ -30,7 +30,7 @@ SPAN_TOLERANCE_MS = 200
 
 def reply_prompt(seconds_of_audio: float) -> str:
     """User text whose echo ("You said: <text>.") speaks for about `seconds_of_audio`."""
-    from simulator import audio
+    from rtsim.simulator import audio
 
     words = "the quick brown fox jumps over the lazy dog and runs back home again".split()
     target_chars = int(seconds_of_audio * 1000 / audio.MS_PER_CHAR) - len("You said: .")
@@ -61,7 +61,7 @@ async def _client_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _sequential_setups(base_url: str, calls: int) -> dict[str, Any]:
-    from clients.webrtc_call import ClientCall
+    from rtsim.clients.webrtc_call import ClientCall
 
     setups = []
     for _ in range(calls):
@@ -75,8 +75,8 @@ async def _sequential_setups(base_url: str, calls: int) -> dict[str, Any]:
 
 
 async def _load(job: dict[str, Any]) -> dict[str, Any]:
-    from clients.webrtc_call import ClientCall, reply_text
-    from simulator import audio
+    from rtsim.clients.webrtc_call import ClientCall, reply_text
+    from rtsim.simulator import audio
 
     base_url, count, seconds = job["base_url"], job["calls"], job["seconds"]
     gate = asyncio.Semaphore(16)  # setups in flight at once, like a burst of users rather than a stampede
@@ -110,7 +110,7 @@ async def _load(job: dict[str, Any]) -> dict[str, Any]:
             call.audio.clear()
             done = await call.wait_for("response.done", since=mark, timeout=seconds + 30)
             await call.wait_for("output_audio_buffer.stopped", since=mark, timeout=seconds + 30)
-            from clients.webrtc_call import SPEECH_FRAME_DBFS, frame_dbfs
+            from rtsim.clients.webrtc_call import SPEECH_FRAME_DBFS, frame_dbfs
 
             loud = [i for i, frame in enumerate(call.audio) if frame_dbfs(frame) > SPEECH_FRAME_DBFS]
             span_ms = (loud[-1] - loud[0] + 1) * 20 if loud else 0
@@ -137,8 +137,8 @@ async def _load(job: dict[str, Any]) -> dict[str, Any]:
 async def _bench(
     levels: list[int], seconds_of_audio: float, setup_calls: int, client_procs: int, echo: bool
 ) -> list[dict[str, Any]]:
-    import simulator.webrtc  # noqa: F401  (registers the extension)
-    from simulator.server import RealtimeServer, ServerConfig
+    import rtsim.simulator.webrtc  # noqa: F401  (registers the extension)
+    from rtsim.simulator.server import RealtimeServer, ServerConfig
 
     server = RealtimeServer(ServerConfig(pacing=1.0, max_session=3600))
     base_url = await server.start()
