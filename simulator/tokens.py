@@ -2,7 +2,8 @@
 
 Several simulator processes that share `RTSIM_SECRET` accept each other's tokens with no shared store.
 A token carries who minted it (the key's id), when it expires, an optional earlier moment at which it
-*really* stops working (the seeds' misleading `expires_at`), and the session config it was minted with.
+*really* stops working (real tokens have been seen to stop working well before the `expires_at` they
+advertise), and the session config it was minted with.
 """
 
 from __future__ import annotations
