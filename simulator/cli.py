@@ -13,7 +13,7 @@ COMMAND_MODULES = (
     "rtsim.simulator.serve",
     "rtsim.simulator.demo",
     "rtsim.simulator.bench",
-    "rtsim.simulator.control",
+    "rtsim.simulator.control.commands",
     "rtsim.scenarios.command",
     "rtsim.simulator.audio",
     "rtsim.simulator.toxiproxy.command",

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from rtsim.simulator import cli
-from rtsim.simulator.control import _is_loopback
+from rtsim.simulator.control.routes import is_loopback
 from rtsim.simulator.server import RealtimeServer, ServerConfig
 from rtsim.simulator.tokens import key_id
 from tests.support.faults import (
@@ -377,7 +377,7 @@ async def test_bad_json_and_other_refusals(server: RealtimeServer) -> None:
     [("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("10.1.2.3", False)],
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
-    assert _is_loopback(host) is loopback
+    assert is_loopback(host) is loopback
 
 
 async def test_beyond_loopback_the_control_api_needs_the_admin_token() -> None:

@@ -1,0 +1,27 @@
+"""The control plane: an HTTP API under `/_rtsim` on the simulator's own port, and the commands that use it.
+
+    GET    /_rtsim/sessions               live sessions
+    GET    /_rtsim/catalogue              fault kinds, their scope and documentation
+    POST   /_rtsim/faults                 {kind, params?, target?, when?} → applied or scheduled
+    GET    /_rtsim/faults                 scheduled faults not yet fired
+    DELETE /_rtsim/faults/{id}            cancel a scheduled fault
+    GET    /_rtsim/history                ?session=&key_id=&kind=&since= (JSON Lines)
+    GET    /_rtsim/summary                per client identity: its connections and the gaps between them
+    POST   /v1/streaming.keep_alive       {session_id}: the streaming-session keep-alive (resets idle timers)
+
+`target` is `{"session": ID}`, `{"key": API_KEY}` / `{"key_id": ID}` (every live session of that key), or
+`{}` (every live session). `when` is `{"after_ms": N}` or `{"at_event": {"type": T, "nth": N}}` (right after
+the Nth server event of type T on each targeted session). Bound to loopback the API is open; bound
+elsewhere it needs `X-Rtsim-Admin-Token` (`--admin-token`), and without one configured it is off.
+
+Three modules along its seams: `routes` (the HTTP API), `scheduling` (`ControlPlane`: inject now or later,
+cancel, fault plans) and `commands` (`rtsim fault` / `sessions` / `history`).
+"""
+
+from __future__ import annotations
+
+from .commands import call, control_root, register
+from .routes import PREFIX, install
+from .scheduling import ControlPlane, Scheduled
+
+__all__ = ["PREFIX", "ControlPlane", "Scheduled", "call", "control_root", "install", "register"]

@@ -1,0 +1,164 @@
+"""The `/_rtsim` HTTP API (and the streaming-session keep-alive) on the simulator's own port."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .. import faults
+from ..protocol import RealtimeError
+from ..schema import Obj, Str, check
+from .scheduling import ControlPlane
+
+if TYPE_CHECKING:
+    from ..server import LiveSession, RealtimeServer
+
+PREFIX = "/_rtsim"
+FAULT_REQUEST = Obj(
+    {"kind": Str(), "params": Obj({}, open=True), "target": Obj({}, open=True), "when": Obj({}, open=True)},
+    required=("kind",),
+)
+KEEP_ALIVE_REQUEST = Obj({"session_id": Str()}, required=("session_id",))
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def bad_request(status: int, message: str, param: str | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": "invalid_request_error", "param": param}}, status=status
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def describe(conn: LiveSession) -> dict[str, Any]:
+    """One live session as `GET /_rtsim/sessions` lists it."""
+    session = conn.session
+    return {
+        "session": session.id,
+        "conn": conn.conn_id,
+        "key_id": conn.key_id,
+        "model": session.config["model"],
+        "transport": conn.transport,
+        "age_s": round(conn.loop.time() - session.started_at, 3),
+        "expires_at": session.expires_at,
+        "active_response": session.active_response.id if session.active_response else None,
+        "stalled": getattr(conn, "stalled", False),
+    }
+
+
+def install(server: RealtimeServer, app: web.Application) -> None:
+    """Give `server` its control plane and add the API's routes to `app`."""
+    control = ControlPlane(server)
+    server.control = control
+
+    def guarded(handler: Handler) -> Handler:
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            if not is_loopback(server.config.host):
+                token = server.config.admin_token
+                if not token:
+                    return bad_request(
+                        403,
+                        "The control API is off when the simulator is bound beyond loopback "
+                        "without --admin-token.",
+                    )
+                if request.headers.get("X-Rtsim-Admin-Token") != token:
+                    return bad_request(401, "Missing or wrong X-Rtsim-Admin-Token.")
+            return await handler(request)
+
+        return wrapper
+
+    async def sessions(request: web.Request) -> web.Response:
+        return web.json_response({"sessions": [describe(c) for c in server.live_connections()]})
+
+    async def catalogue(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "faults": [
+                    {"kind": k.name, "scope": k.scope, "params": sorted(k.params.fields), "doc": k.doc}
+                    for k in faults.CATALOGUE.values()
+                ]
+            }
+        )
+
+    async def post_fault(request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read() or b"null")
+        except ValueError:
+            return bad_request(400, "The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return bad_request(400, 'The request body must be a JSON object: {"kind": ..., "params": ...}.')
+        try:
+            body = check(FAULT_REQUEST, body, "")
+            outcome = control.inject(
+                body["kind"], body.get("params"), body.get("target"), body.get("when"), route="control-api"
+            )
+        except RealtimeError as exc:
+            status = 404 if exc.code in ("session_not_found", "no_target") else 400
+            return bad_request(status, exc.message, exc.param)
+        return web.json_response(outcome, status=201 if "scheduled" in outcome else 200)
+
+    async def list_faults(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "scheduled": [
+                    {"id": s.id, "kind": s.kind, "params": s.params, "target": s.target, "when": s.when}
+                    for s in control.scheduled.values()
+                ]
+            }
+        )
+
+    async def delete_fault(request: web.Request) -> web.Response:
+        if not control.cancel(request.match_info["fault_id"]):
+            return bad_request(404, f"No scheduled fault '{request.match_info['fault_id']}'.")
+        return web.Response(status=204)
+
+    async def history(request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            since = int(query.get("since", "0"))
+            if since < 0:
+                raise ValueError(since)
+        except ValueError:
+            return bad_request(400, "since must be a record seq (an integer >= 0)", "since")
+        records = server.history.select(
+            kind=query.get("kind"), session=query.get("session"), key_id=query.get("key_id"), since_seq=since
+        )
+        return web.Response(text=server.history.to_jsonl(records), content_type="application/x-ndjson")
+
+    async def summary(request: web.Request) -> web.Response:
+        return web.json_response(server.history.summary())
+
+    async def keep_alive(request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read() or b"{}")
+            session_id = check(KEEP_ALIVE_REQUEST, body, "")["session_id"]
+        except (ValueError, RealtimeError) as exc:
+            return bad_request(400, getattr(exc, "message", "The request body is not valid JSON."))
+        conn = next((c for c in server.live_connections() if c.session.id == session_id), None)
+        if conn is None:
+            return bad_request(404, f"Session '{session_id}' is not open.", "session_id")
+        conn.session.keep_alive(conn.loop.time())
+        conn.pump()
+        server.history.record("keep_alive", session=session_id, key_id=conn.key_id)
+        return web.json_response({"session_id": session_id, "status": "ok"})
+
+    app.router.add_get(f"{PREFIX}/sessions", guarded(sessions))
+    app.router.add_get(f"{PREFIX}/catalogue", guarded(catalogue))
+    app.router.add_post(f"{PREFIX}/faults", guarded(post_fault))
+    app.router.add_get(f"{PREFIX}/faults", guarded(list_faults))
+    app.router.add_delete(f"{PREFIX}/faults/{{fault_id}}", guarded(delete_fault))
+    app.router.add_get(f"{PREFIX}/history", guarded(history))
+    app.router.add_get(f"{PREFIX}/summary", guarded(summary))
+    app.router.add_post("/v1/streaming.keep_alive", keep_alive)
