@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from .dialect import BETA_EVENT_NAMES
 from .protocol import SERVER_EVENT_TYPES, RealtimeError
 from .schema import Bool, Enum, Int, Num, Obj, Str, check
+from .stages import HoldFirstDelta, Latency
 
 if TYPE_CHECKING:
-    from .server import Connection, LiveSession, RealtimeServer
+    from .carrier import Carrier
+    from .server import RealtimeServer
     from .webrtc.call import Call
+    from .websocket import WebSocketCarrier
 
 Scope = Literal["session", "server"]
 MAX_REASON_BYTES = 123  # a close frame's reason: 125 bytes of payload less the 2-byte code
@@ -101,12 +104,12 @@ def retry_after_header(seconds: float) -> str:
 # ---- session-scoped -----------------------------------------------------------------------------------
 
 
-def _drop(conn: Connection, params: dict[str, Any]) -> str:
+def _drop(conn: WebSocketCarrier, params: dict[str, Any]) -> str:
     conn.drop(mid_frame=params.get("mid_frame", False))
     return "dropped (no close frame)" + (" mid-frame" if params.get("mid_frame") else "")
 
 
-def _close(conn: Connection, params: dict[str, Any]) -> str:
+def _close(conn: WebSocketCarrier, params: dict[str, Any]) -> str:
     code, reason = params.get("code", 1011), params.get("reason", "")
     error = None
     if params.get("error"):
@@ -119,7 +122,7 @@ def _close(conn: Connection, params: dict[str, Any]) -> str:
     return f"close {code}" + (" after an error event" if error else "")
 
 
-def _expire_session(conn: Connection, params: dict[str, Any]) -> str:
+def _expire_session(conn: Carrier, params: dict[str, Any]) -> str:
     session = conn.session
     if "ending" in params:
         session.limits.expiry_ending = params["ending"]
@@ -128,36 +131,40 @@ def _expire_session(conn: Connection, params: dict[str, Any]) -> str:
     return f"session cap reached ({session.limits.expiry_ending})"
 
 
-def _stall(conn: Connection, params: dict[str, Any]) -> str:
+def _stall(conn: WebSocketCarrier, params: dict[str, Any]) -> str:
     seconds = params.get("seconds")
     conn.stall(seconds)
     return "stalled" + (f" for {seconds:g} s" if seconds else "")
 
 
-def _latency(conn: Connection, params: dict[str, Any]) -> str:
-    conn.set_latency(params.get("ms", 0) / 1000, params.get("jitter_ms", 0) / 1000)
+def _latency(conn: WebSocketCarrier, params: dict[str, Any]) -> str:
+    latency, jitter = params.get("ms", 0) / 1000, params.get("jitter_ms", 0) / 1000
+    if latency or jitter:
+        conn.add_stage(Latency.seeded(conn.seed, conn.conn_id, latency, jitter))
+    else:
+        conn.remove_stage(Latency.name)
     return f"latency {params.get('ms', 0)} ± {params.get('jitter_ms', 0)} ms on server events"
 
 
-def _slow_first_delta(conn: Connection, params: dict[str, Any]) -> str:
-    conn.first_delta_delay = params.get("ms", 3000) / 1000
+def _slow_first_delta(conn: WebSocketCarrier, params: dict[str, Any]) -> str:
+    conn.add_stage(HoldFirstDelta(params.get("ms", 3000) / 1000))
     return f"next response's first audio delta held {params.get('ms', 3000)} ms"
 
 
-def _server_error(conn: Connection, params: dict[str, Any]) -> str:
+def _server_error(conn: Carrier, params: dict[str, Any]) -> str:
     conn.session.inject_server_error(conn.loop.time())
     conn.pump()
     return "server_error mid-response"
 
 
-def _benign_error(conn: Connection, params: dict[str, Any]) -> str:
+def _benign_error(conn: Carrier, params: dict[str, Any]) -> str:
     code = params.get("code", "response_cancel_not_active")
     conn.session.error(RealtimeError(BENIGN_ERRORS[code], code=code))
     conn.pump()
     return f"benign error {code}"
 
 
-def _idle_timeout(conn: Connection, params: dict[str, Any]) -> str:
+def _idle_timeout(conn: Carrier, params: dict[str, Any]) -> str:
     seconds = params.get("seconds", 0)
     session = conn.session
     if seconds == 0:
@@ -170,7 +177,7 @@ def _idle_timeout(conn: Connection, params: dict[str, Any]) -> str:
     return f"idle timeout set to {seconds:g} s"
 
 
-def _transcription_failed(conn: Connection, params: dict[str, Any]) -> str:
+def _transcription_failed(conn: Carrier, params: dict[str, Any]) -> str:
     conn.session.fail_next_transcription = True
     return "next input transcription fails"
 
@@ -250,7 +257,7 @@ def _ice_disconnect_recover(call: Call, params: dict[str, Any]) -> str:
 
 
 def _spawn_on(call: Call, coroutine: Coroutine[Any, Any, Any]) -> None:
-    call._spawn(coroutine)
+    call.spawn(coroutine)
 
 
 def _dtls_close(call: Call, params: dict[str, Any]) -> str:
@@ -292,7 +299,7 @@ def _ice_fail_setup(server: RealtimeServer, params: dict[str, Any], key_id: str 
     count = params.get("count", 1)
 
     def fail(call: Call) -> None:
-        call.ice_fail_setup = True
+        call.fail_ice_setup()
 
     _arm_next_calls(server, key_id, count, fail)
     return f"the next {count} call(s) get an answer but their connectivity checks are never answered"
@@ -521,7 +528,7 @@ def inject(
     target: dict[str, Any] | None,
     *,
     route: str,
-    connections: list[LiveSession] | None = None,
+    connections: list[Carrier] | None = None,
 ) -> dict[str, Any]:
     """Validate, resolve the target, apply, and record. Returns what was done (for the API and the CLI).
 

@@ -14,44 +14,28 @@ import asyncio
 import contextlib
 import itertools
 import json
-import random
-import socket
 import time
-from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from . import control, plan, session_config
+from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
 from .engine import Limits, Session
 from .faults import FaultState, retry_after_header
 from .history import History
 from .model import Script, ScriptedModel
-from .protocol import IdFactory, RealtimeError, decode_client_frame, encode
+from .protocol import IdFactory, RealtimeError, encode
 from .schema import Enum, Int, Obj, check
 from .tokens import TOKEN_PREFIX, Token, TokenAuthority, TokenError, key_id
+from .websocket import WebSocketCarrier
 
 if TYPE_CHECKING:
+    from .webrtc.call import Call
     from .webrtc.endpoint import WebRTCEndpoint
-
-STALL_WATCH_SECONDS = 0.5
-TCP_GONE_STATES = (7, 8, 9)  # TCP_CLOSE, TCP_CLOSE_WAIT (the peer sent FIN), TCP_LAST_ACK (tcp_states.h)
-
-
-def peer_has_gone(transport: asyncio.BaseTransport) -> bool:
-    """The peer closed its end (FIN or reset seen by the kernel), even though nothing is being read."""
-    sock = transport.get_extra_info("socket")
-    if sock is None or not hasattr(socket, "TCP_INFO"):
-        return False
-    try:
-        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-    except OSError:
-        return True
-    return state in TCP_GONE_STATES
-
 
 MAX_FRAME_BYTES = (
     64 * 1024 * 1024
@@ -161,272 +145,6 @@ def read_credential(request: web.Request, *, azure: bool) -> Credential:
     return Credential(None, "none")
 
 
-class LiveSession(Protocol):
-    """What carries a live session — a WebSocket `Connection` or a WebRTC `Call` — as faults see it."""
-
-    transport: str
-    session: Session
-    key_id: str
-    conn_id: str
-    loop: asyncio.AbstractEventLoop
-    closed_by: str | None
-    sent_counts: Counter[str]
-    triggers: list[tuple[str, int, Callable[[], Any]]]
-    on_close: list[Callable[[], Any]]
-
-    def pump(self) -> None: ...
-
-
-class Connection:
-    """One WebSocket connection carrying one session: the I/O shell around the engine.
-
-    It also owns the wire-level faults, because only it can touch the socket: `drop` (no close frame, the
-    client sees 1006; optionally after half a frame), `stall` (half-open: nothing sent, pings unanswered),
-    per-event `latency` ± jitter, a slow first audio delta, and `close` with any code.
-    """
-
-    transport = "websocket"
-
-    def __init__(
-        self,
-        server: RealtimeServer,
-        request: web.Request,
-        ws: web.WebSocketResponse,
-        session: Session,
-        conn_id: str,
-        key: str,
-    ) -> None:
-        self.server = server
-        self.request = request
-        self.ws = ws
-        self.session = session
-        self.conn_id = conn_id
-        self.key_id = key
-        self.loop = asyncio.get_running_loop()
-        self.pending: deque[tuple[float, dict[str, Any]]] = deque()  # (due time, event), due times ascending
-        self.wake = asyncio.Event()
-        self.timer: asyncio.TimerHandle | None = None
-        self.closed_by: str | None = None
-        self.close_sent: tuple[int, str] | None = None
-        self.client_close: tuple[int, str] | None = None
-        self.fault_ending: str | None = None
-        self.done = asyncio.Event()
-        self.sent_counts: Counter[str] = Counter()
-        # (event type, nth, callback): fire the callback right after the nth event of that type is sent
-        self.triggers: list[tuple[str, int, Callable[[], Any]]] = []
-        self.on_close: list[Callable[[], Any]] = []  # e.g. cancel a fault plan's pending timers
-        self.latency = 0.0
-        self.jitter = 0.0
-        self.rng = random.Random(f"{server.config.seed}/{conn_id}/latency")
-        self.first_delta_delay = 0.0
-        self.delayed_responses: set[str] = set()
-        self.stalled = False
-        self.last_due = 0.0
-
-    @property
-    def history(self) -> History:
-        return self.server.history
-
-    def pump(self) -> None:
-        """Move what the engine produced to the writer and re-arm the timer for its next deadline."""
-        events = self.session.drain()
-        if events:
-            now = self.loop.time()
-            for event in events:
-                self.pending.append((self._due(event, now), event))
-        if events or self.session.close_request is not None:
-            self.wake.set()
-        deadline = self.session.next_deadline()
-        if self.timer is not None and (deadline is None or self.timer.when() != deadline):
-            self.timer.cancel()
-            self.timer = None
-        if deadline is not None and self.timer is None:
-            self.timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _due(self, event: dict[str, Any], now: float) -> float:
-        if not (self.latency or self.jitter or self.first_delta_delay):
-            return 0.0
-        due = now + max(0.0, self.latency + self.rng.uniform(-self.jitter, self.jitter))
-        if self.first_delta_delay and event["type"].endswith("audio.delta"):
-            response_id = event["response_id"]
-            if response_id not in self.delayed_responses:
-                self.delayed_responses.add(response_id)
-                due += self.first_delta_delay
-                self.first_delta_delay = 0.0
-        self.last_due = max(self.last_due, due)  # delayed, never reordered
-        return self.last_due
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        self.session.advance(self.loop.time())
-        self.pump()
-
-    async def writer(self) -> None:
-        ws, history, sid, pending = self.ws, self.history, self.session.id, self.pending
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while pending and not self.stalled and self.closed_by is None:
-                due, event = pending[0]
-                if due and (wait := due - self.loop.time()) > 0:
-                    self.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), wait)
-                    continue  # a stall, drop or close may have come meanwhile
-                pending.popleft()
-                history.event("out", sid, event)
-                try:
-                    await ws.send_str(encode(event))
-                except (ConnectionError, RuntimeError):
-                    return
-                if self.triggers:
-                    self._fire_triggers(event["type"])
-            request = self.session.close_request
-            if request is not None and not pending and not self.stalled:
-                await self.close(*request, by="server")
-                return
-
-    def _fire_triggers(self, event_type: str) -> None:
-        self.sent_counts[event_type] += 1
-        count = self.sent_counts[event_type]
-        due = [t for t in self.triggers if t[0] == event_type and t[1] == count]
-        for trigger in due:
-            self.triggers.remove(trigger)
-            trigger[2]()
-
-    async def close(self, code: int, reason: str, *, by: str) -> None:
-        if self.closed_by is None:
-            self.closed_by = by
-            self.close_sent = (code, reason)
-            with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
-                await self.ws.close(code=code, message=reason.encode())
-
-    # ---- wire faults ------------------------------------------------------------------------------
-
-    def drop(self, *, mid_frame: bool = False) -> None:
-        """Tear the TCP connection down with no close frame (optionally after a partial frame): 1006."""
-        transport = self.request.transport
-        if transport is None or self.closed_by is not None:
-            return
-        self.closed_by = "server"
-        self.fault_ending = "drop-mid-frame" if mid_frame else "drop"
-        if mid_frame:
-            # A text frame header announcing 1000 bytes, then only the start of the payload.
-            transport.write(b"\x81\x7e" + (1000).to_bytes(2, "big") + b'{"type":"response.output_au')
-        transport.abort()
-
-    def stall(self, seconds: float | None = None) -> None:
-        """Half-open: stop sending and stop reading (so pings go unanswered); the socket stays open."""
-        transport = self.request.transport
-        self.stalled = True
-        if transport is not None:
-            transport.pause_reading()
-            self.loop.call_later(STALL_WATCH_SECONDS, self._watch_stalled_peer)
-        if seconds:
-            self.loop.call_later(seconds, self.unstall)
-
-    def _watch_stalled_peer(self) -> None:
-        """With reads paused the server would never see a client that gave up; the kernel still knows."""
-        transport = self.request.transport
-        if not self.stalled or transport is None or transport.is_closing():
-            return
-        if peer_has_gone(transport):
-            self.closed_by, self.fault_ending = "client", "abandoned-during-stall"
-            transport.abort()
-            return
-        self.loop.call_later(STALL_WATCH_SECONDS, self._watch_stalled_peer)
-
-    def unstall(self) -> None:
-        self.stalled = False
-        transport = self.request.transport
-        if transport is not None and not transport.is_closing():
-            transport.resume_reading()
-        self.wake.set()
-
-    def set_latency(self, latency: float, jitter: float = 0.0) -> None:
-        self.latency, self.jitter = latency, jitter
-
-    def close_now(self, code: int, reason: str, error: RealtimeError | None = None) -> None:
-        """A close frame now, after an optional error event; what is still queued never goes out."""
-        self.session.drain()
-        self.pending.clear()
-        if error is not None:
-            self.session.error(error)
-        self.session.close_request = (code, reason)
-        self.pump()
-
-    async def run(self) -> None:
-        session, history = self.session, self.history
-        session.start(self.loop.time())
-        writer = asyncio.create_task(self.writer())
-        self.pump()
-        try:
-            while True:
-                msg = await self.ws.receive()
-                now = self.loop.time()
-                if msg.type == WSMsgType.CLOSE:  # the client's close frame: keep its code and reason
-                    self.client_close = (msg.data, msg.extra or "")
-                    break
-                if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-                    break
-                if msg.type == WSMsgType.TEXT:
-                    self.handle_text(msg.data, now)
-                elif msg.type == WSMsgType.BINARY:
-                    history.record(
-                        "event", dir="in", session=session.id, event={"binary_bytes": len(msg.data)}
-                    )
-                    session.error(
-                        RealtimeError(
-                            "Binary frames are not supported. Send each event as a JSON text frame.",
-                            code="invalid_event",
-                        )
-                    )
-                    session.advance(now)
-                self.pump()
-        finally:
-            if self.timer is not None:
-                self.timer.cancel()
-            for callback in self.on_close:
-                callback()
-            await asyncio.sleep(0)  # let the writer send what is already queued (a close, an error)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-            if self.fault_ending is not None:
-                code, reason = 1006, ""
-            elif self.close_sent is not None:
-                code, reason = self.close_sent
-            elif self.client_close is not None:
-                code, reason = self.client_close
-            else:
-                code, reason = self.ws.close_code, ""
-            by = self.closed_by or ("client" if code not in (None, 1006) else "network")
-            history.record(
-                "close",
-                session=session.id,
-                conn=self.conn_id,
-                key_id=self.key_id,
-                code=code if code is not None else 1006,
-                reason=reason,
-                by=by,
-                fault=self.fault_ending,
-            )
-            history.flush()
-            self.done.set()
-
-    def handle_text(self, text: str, now: float) -> None:
-        try:
-            event = decode_client_frame(text)
-        except RealtimeError as exc:
-            self.history.record(
-                "event", dir="in", session=self.session.id, event={"invalid_frame": text[:200]}
-            )
-            self.session.error(exc)
-            return
-        self.history.event("in", self.session.id, event)
-        self.session.receive(event, now)
-
-
 class RealtimeServer:
     def __init__(
         self,
@@ -440,10 +158,10 @@ class RealtimeServer:
         self.history = history or History(self.config.record_dir, limit=self.config.history_limit)
         self.tokens = tokens or TokenAuthority()
         self.script = Script.load(self.config.script) if self.config.script else None
-        self.connections: dict[str, Connection] = {}
+        self.carriers: dict[str, Carrier] = {}  # session id → its carrier, over either transport
         self.connection_count = 0
         self.faults = FaultState()
-        self.webrtc: WebRTCEndpoint | None = None  # set when the WebRTC extension installs itself
+        self._webrtc: WebRTCEndpoint | None = None  # made on first use: aiortc loads only for WebRTC
         self.audio_turns: dict[str, Iterator[int]] = {}  # per client identity: the script's next transcript
         self.control: control.ControlPlane | None = None  # set by control.install
         self.chaos = plan.parse(self.config.chaos) if self.config.chaos else None
@@ -463,16 +181,33 @@ class RealtimeServer:
         if self.profile.azure:
             app.router.add_get("/openai/realtime", self.realtime_websocket)
             app.router.add_get("/openai/v1/realtime", self.realtime_websocket)
-        from . import webrtc  # noqa: F401  (registers the WebRTC extension: calls, hangup, sideband)
-
-        for extend in self.extensions:
-            extend(self, app)
+        app.router.add_post("/v1/realtime/calls", self.create_call)
+        app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self.hangup_call)
         return app
 
-    # Later subsystems (control API, WebRTC) add routes here without the server importing them.
-    extensions: list[Callable[[RealtimeServer, web.Application], None]] = []
-    # `/v1/realtime?call_id=...` joins a WebRTC call's session (the sideband); set by the WebRTC extension.
-    sideband: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+    @property
+    def webrtc(self) -> WebRTCEndpoint:
+        """The WebRTC side (calls, hangup, sideband, `on_new_call` hooks), imported on first use."""
+        if self._webrtc is None:
+            from .webrtc.endpoint import WebRTCEndpoint
+
+            self._webrtc = WebRTCEndpoint(self)
+        return self._webrtc
+
+    @property
+    def calls(self) -> dict[str, Call]:
+        """The live WebRTC calls by call id (they are carriers in `carriers` too)."""
+        if self._webrtc is None:
+            return {}  # no call was ever made, and aiortc stays unloaded
+        from .webrtc.call import Call
+
+        return {c.id: c for c in self.carriers.values() if isinstance(c, Call)}
+
+    async def create_call(self, request: web.Request) -> web.StreamResponse:
+        return await self.webrtc.create_call(request)
+
+    async def hangup_call(self, request: web.Request) -> web.StreamResponse:
+        return await self.webrtc.hangup(request)
 
     async def start(self) -> str:
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
@@ -493,9 +228,9 @@ class RealtimeServer:
 
     async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close every live session with `code` (1001: going away), then stop serving."""
-        live = list(self.connections.values())
+        live = list(self.carriers.values())
         for conn in live:
-            await conn.close(code, reason, by="server")
+            await conn.shut_down(code, reason)
         if live:
             await asyncio.wait([asyncio.create_task(c.done.wait()) for c in live], timeout=5)
         if self.runner is not None:
@@ -505,18 +240,16 @@ class RealtimeServer:
 
     # ---- auth -------------------------------------------------------------------------------------
 
-    def live_connections(self, key_id: str | None = None) -> list[LiveSession]:
+    def live_connections(self, key_id: str | None = None) -> list[Carrier]:
         """Every live session's carrier — WebSocket connections and WebRTC calls — of a key, or all."""
-        calls = list(self.webrtc.calls.values()) if self.webrtc is not None else []
-        carriers: list[LiveSession] = [*self.connections.values(), *(c for c in calls if not c.ended)]
-        return [c for c in carriers if key_id is None or c.key_id == key_id]
+        return [c for c in self.carriers.values() if not c.ended and (key_id is None or c.key_id == key_id)]
 
     def target_key_id(self, target: dict[str, Any]) -> str | None:
         if "key" in target:
             return key_id(target["key"])
         return target.get("key_id")
 
-    def resolve_targets(self, target: dict[str, Any]) -> list[LiveSession]:
+    def resolve_targets(self, target: dict[str, Any]) -> list[Carrier]:
         """The live sessions a fault target names: one session, every session of a key, or all."""
         if "session" in target:
             conn = next((c for c in self.live_connections() if c.session.id == target["session"]), None)
@@ -529,7 +262,7 @@ class RealtimeServer:
             return [conn]
         return self.live_connections(self.target_key_id(target))
 
-    def _age(self, conn: LiveSession) -> float:
+    def _age(self, conn: Carrier) -> float:
         return conn.loop.time() - conn.session.started_at
 
     def key_is_valid(self, key: str) -> bool:
@@ -544,8 +277,8 @@ class RealtimeServer:
     # ---- WebSocket ----------------------------------------------------------------------------------
 
     async def realtime_websocket(self, request: web.Request) -> web.StreamResponse:
-        if "call_id" in request.query and self.sideband is not None:
-            return await self.sideband(request)
+        if "call_id" in request.query:
+            return await self.webrtc.sideband(request)
         conn_id = self._new_conn_id()
         credential = read_credential(request, azure=self.profile.azure)
         handshake = {
@@ -716,16 +449,24 @@ class RealtimeServer:
             deadline_wall=round(session.deadline_wall, 6),
             token_id=token_id,
         )
-        conn = Connection(self, request, ws, session, conn_id, identity)
-        self.connections[session.id] = conn
+        conn = WebSocketCarrier(
+            request,
+            ws,
+            session=session,
+            conn_id=conn_id,
+            key_id=identity,
+            history=self.history,
+            seed=self.config.seed,
+        )
+        self.carriers[session.id] = conn
         self._apply_plans(request, conn)
         try:
             await conn.run()
         finally:
-            del self.connections[session.id]
+            del self.carriers[session.id]
         return ws
 
-    def _apply_plans(self, request: web.Request, conn: LiveSession) -> None:
+    def _apply_plans(self, request: web.Request, conn: Carrier) -> None:
         """The server's --chaos plan, then any plan the client attached (header or query parameter)."""
         assert self.control is not None
         if self.chaos is not None:

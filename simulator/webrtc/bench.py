@@ -137,13 +137,12 @@ async def _load(job: dict[str, Any]) -> dict[str, Any]:
 async def _bench(
     levels: list[int], seconds_of_audio: float, setup_calls: int, client_procs: int, echo: bool
 ) -> list[dict[str, Any]]:
-    import rtsim.simulator.webrtc  # noqa: F401  (registers the extension)
     from rtsim.simulator.server import RealtimeServer, ServerConfig
 
     server = RealtimeServer(ServerConfig(pacing=1.0, max_session=3600))
     base_url = await server.start()
     calls: list[Any] = []
-    server.webrtc.on_new_call.append(calls.append)  # type: ignore[attr-defined]
+    server.webrtc.on_new_call.append(calls.append)
     loop = asyncio.get_running_loop()
     rows: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this loop is inherited

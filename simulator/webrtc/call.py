@@ -1,12 +1,11 @@
 """One WebRTC call: an aiortc peer connection around the same session engine the WebSocket path drives.
 
-Wiring (compare `server.Connection`, the WebSocket shell):
+Wiring (the shared `Carrier` does the engine side: timer, chain, triggers, frames, the close record):
 - data channel `oai-events`: client text → `session.receive`; engine events → the channel (and every sideband
   WebSocket joined with `?call_id=`), encoded exactly as over WebSocket;
 - the model's audio: `session.audio_sink` → `ModelAudioTrack` (Opus, 48 kHz, 20 ms, real-time paced) instead
   of `response.output_audio.delta` events;
 - the caller's track: decoded frames → pcm16 24 kHz → `session.append_audio` (server VAD runs in the engine);
-- engine time: a loop timer on `session.next_deadline()`, as `Connection.pump` does;
 - the WebRTC-only events: `output_audio_buffer.started` (first audio of a response on the wire),
   `.stopped` (its audio fully played and the response done), `.cleared` (client `output_audio_buffer.clear`,
   or the caller barging in while audio plays, after which the server truncates the assistant item to what
@@ -19,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,9 +29,9 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceTransport
 
 from .. import audio
+from ..carrier import Carrier
 from ..engine import Session
-from ..history import History, summarize_event
-from ..protocol import RealtimeError, decode_client_frame, encode
+from ..protocol import encode
 from .media import CallerAudio, ClearedAudio, ModelAudioTrack
 from .net import UdpGate
 
@@ -53,10 +51,11 @@ WEBRTC_EVENT_TYPES = (
 )
 
 
-class Call:
-    """A live call: the peer connection, the session engine, its sidebands, and the fault switches."""
+class Call(Carrier):
+    """A live call: a carrier over a peer connection, with its sidebands and its fault switches."""
 
-    transport = "webrtc"  # what fault kinds are matched against (a WebSocket Connection says "websocket")
+    transport = "webrtc"  # what fault kinds are matched against
+    binary_unit = "message"
 
     def __init__(
         self,
@@ -68,48 +67,34 @@ class Call:
         key_id: str,
         token_id: str | None,
     ) -> None:
+        server = endpoint.server
+        super().__init__(
+            session=session, conn_id=conn_id, key_id=key_id, history=server.history, seed=server.config.seed
+        )
         self.endpoint = endpoint
         self.id = call_id
-        self.conn_id = conn_id
-        self.session = session
-        self.key_id = key_id
         self.token_id = token_id
-        self.loop = asyncio.get_running_loop()
         self.created_at = self.loop.time()
         self.gate = UdpGate()
         self.track = ModelAudioTrack(on_started=self._audio_started, on_stopped=self._audio_stopped)
         self.caller_audio = CallerAudio()
         self.pc: RTCPeerConnection | None = None
         self.channel: RTCDataChannel | None = None
-        self.channel_opened_at: float | None = None
         self.sidebands: set[Sideband] = set()
-        self.timer: asyncio.TimerHandle | None = None
         self.unsent: list[dict[str, Any]] = []  # produced before the data channel existed
         self.pending_truncations: list[ClearedAudio] = []
         self.transport_log: list[tuple[float, str, str]] = []  # (loop time, what, state): what the server saw
-        self.tasks: set[asyncio.Task[Any]] = set()
         self.begun = False
-        self.ended = False
-        self.closed_by: str | None = None
         self.close_reason: str | None = None
-        self.done = asyncio.Event()
         self._end_cause: tuple[str, str] | None = None  # (reason, by) of a server-side action underway
         self._closing = False
         self._caller_task: asyncio.Task[None] | None = None
         # Setup faults: read when the answer is made (set them from an `on_new_call` hook).
-        self.ice_fail_setup = False
+        self._ice_fail_setup = False
         self.channel_open_delay = 0.0
         self._delay_installed = False
         self.hang_up_when_connected: str | None = None  # a reason: end the call as soon as it connects
-        # The control plane's hooks, as on a WebSocket Connection: event triggers and close callbacks.
-        self.sent_counts: Counter[str] = Counter()
-        self.triggers: list[tuple[str, int, Callable[[], Any]]] = []
-        self.on_close: list[Callable[[], Any]] = []
         session.audio_sink = self._model_audio
-
-    @property
-    def history(self) -> History:
-        return self.endpoint.server.history
 
     # ---- setup ------------------------------------------------------------------------------------
 
@@ -131,7 +116,7 @@ class Call:
         await pc.setLocalDescription(await pc.createAnswer())
         for ice in self._ice_transports():
             self.gate.attach(ice._connection)
-        if self.ice_fail_setup:
+        if self._ice_fail_setup:
             self.gate.shut()  # the answer goes out, but no connectivity check will ever be answered
         if self.channel_open_delay > 0:
             self._install_channel_delay()
@@ -141,11 +126,12 @@ class Call:
         """The answer is out: start the session (its events wait for the data channel to open)."""
         self.begun = True
         self.session.start(self.loop.time())
+        self.spawn(self.writer())
         self.pump()
 
     async def discard(self) -> None:
         """Drop a call whose offer was refused: no session began, so nothing is recorded."""
-        self.ended = True
+        self._finish()
         await self._teardown()
 
     def _ice_transports(self) -> set[RTCIceTransport]:
@@ -165,32 +151,19 @@ class Call:
 
     # ---- the engine ---------------------------------------------------------------------------------
 
-    def pump(self) -> None:
-        """Move what the engine produced to the client, react to it, and re-arm the engine timer."""
-        while not self.ended:
-            events = self.session.drain()
-            if not events:
-                break
-            for event in events:
-                self._observe(event)
-            self._deliver(events)
-            self._apply_truncations()
-        if self.ended:
-            return
-        deadline = self.session.next_deadline()
-        if self.timer is not None and (deadline is None or self.timer.when() != deadline):
-            self.timer.cancel()
-            self.timer = None
-        if deadline is not None and self.timer is None:
-            self.timer = self.loop.call_at(deadline, self._on_timer)
-        if self.session.close_request is not None and not self._closing:
-            self._closing = True
-            self._spawn(self._close_after_flush())
+    def _produced(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self._observe(event)
+            for sideband in self.sidebands:
+                sideband.deliver(event)
 
-    def _on_timer(self) -> None:
-        self.timer = None
-        self.session.advance(self.loop.time())
-        self.pump()
+    def _after_batch(self) -> None:
+        self._apply_truncations()
+
+    def _on_close_request(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self.spawn(self._close_after_flush())
 
     async def _close_after_flush(self) -> None:
         await asyncio.sleep(CLOSE_FLUSH_SECONDS)
@@ -208,36 +181,25 @@ class Call:
         detection = self.session.config["audio"]["input"].get("turn_detection")
         return bool(detection and detection.get("interrupt_response", True))
 
-    def _deliver(self, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            if self.channel is None:
-                self.unsent.append(event)
-            else:
-                self._send_on_channel(event)
-            for sideband in self.sidebands:
-                sideband.deliver(event)
+    async def _transmit(self, event: dict[str, Any]) -> bool:
+        if self.channel is None:
+            self.unsent.append(event)  # sent (and counted) when the channel opens
+            return False
+        return self._send_on_channel(event)
 
-    def _fire_triggers(self, event_type: str) -> None:
-        self.sent_counts[event_type] += 1
-        count = self.sent_counts[event_type]
-        for trigger in [t for t in self.triggers if t[0] == event_type and t[1] == count]:
-            self.triggers.remove(trigger)
-            trigger[2]()
-
-    def _send_on_channel(self, event: dict[str, Any]) -> None:
+    def _send_on_channel(self, event: dict[str, Any]) -> bool:
         self.history.event("out", self.session.id, event)
         channel = self.channel
         if channel is None or channel.readyState != "open":
-            return
+            return False
         try:
             channel.send(encode(event))
         except (ValueError, ConnectionError) as exc:  # larger than the peer's max-message-size, or gone
             self.history.record(
                 "transport", call_id=self.id, session=self.session.id, what="datachannel_send", state=str(exc)
             )
-            return
-        if self.triggers:  # counted as sent when it went out on the channel, not when it was queued
-            self._fire_triggers(event["type"])
+            return False
+        return True  # counted as sent when it went out on the channel, not when it was queued
 
     # ---- output audio -------------------------------------------------------------------------------
 
@@ -295,58 +257,33 @@ class Call:
         if channel.label != EVENTS_CHANNEL or self.channel is not None:
             return
         self.channel = channel
-        self.channel_opened_at = self.loop.time()
         self._log_transport("datachannel", "open")
         channel.on("message", self._on_message)
         channel.on("close", lambda: self._log_transport("datachannel", "closed"))
         backlog, self.unsent = self.unsent, []
         for event in backlog:
-            self._send_on_channel(event)
+            if self._send_on_channel(event):
+                self._count_sent(event["type"])
 
     def _on_message(self, message: str | bytes) -> None:
         now = self.loop.time()
         if isinstance(message, bytes):
-            self.history.record(
-                "event", dir="in", session=self.session.id, event={"binary_bytes": len(message)}
-            )
-            self.session.error(
-                RealtimeError(
-                    "Binary messages are not supported. Send each event as a JSON text message.",
-                    code="invalid_event",
-                )
-            )
-            self.session.advance(now)
+            self.receive_binary(len(message), now)
         else:
-            self.handle_text(message, now)
+            self.receive_text(message, now)
         self.pump()
 
-    def handle_text(self, text: str, now: float, *, via: str | None = None) -> None:
-        """One client event from the data channel or a sideband, as `Connection.handle_text` does it."""
-        try:
-            event = decode_client_frame(text)
-        except RealtimeError as exc:
-            self._record_in({"invalid_frame": text[:200]}, via)
-            self.session.error(exc)
-            return
-        self._record_in(event, via)
+    def _receive(self, event: dict[str, Any], now: float) -> None:
         if event.get("type") == "output_audio_buffer.clear":
             self._clear_output()  # WebRTC's own buffer; the engine rejects this event on WebSocket
             return
         self.session.receive(event, now)
 
-    def _record_in(self, event: dict[str, Any], via: str | None) -> None:
-        if via is None:
-            self.history.event("in", self.session.id, event)
-        else:
-            self.history.record(
-                "event", dir="in", session=self.session.id, event=summarize_event(event), via=via
-            )
-
     # ---- the caller's audio ---------------------------------------------------------------------------
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and self._caller_task is None:
-            self._caller_task = self._spawn(self._consume_caller_audio(track))
+            self._caller_task = self.spawn(self._consume_caller_audio(track))
 
     async def _consume_caller_audio(self, track: MediaStreamTrack) -> None:
         while True:
@@ -394,57 +331,44 @@ class Call:
         """End the call now: record the close, then tear the peer connection down in the background."""
         if self.ended:
             return
-        self.ended = True
         self.closed_by, self.close_reason = by, reason
-        for callback in self.on_close:
-            callback()
-        if not self.begun:
-            self._spawn(self._teardown(), keep_on_end=True)
-            return
-        self.history.record(
-            "close",
-            session=self.session.id,
-            conn=self.conn_id,
-            key_id=self.key_id,
-            code=code,
-            reason=reason,
-            by=by,
-            transport="webrtc",
-            call_id=self.id,
-        )
-        self.history.flush()
-        self._spawn(self._teardown(), keep_on_end=True)
+        self._finish()
+        if self.begun:
+            self.record_close(code, reason, by, transport="webrtc", call_id=self.id)
+        self._spawn_outliving(self._teardown())
 
     async def close(self, code: int = 1000, reason: str = "", *, by: str = "server") -> None:
         """End the call and wait until its transports are down (server shutdown, hangup)."""
         self.end(reason or "hangup", by=by, code=None)
         await self.done.wait()
 
+    async def shut_down(self, code: int, reason: str) -> None:
+        """The server is stopping: end the call with `code` and wait until its transports are down."""
+        self.end(reason, by="server", code=code)
+        await self.done.wait()
+
     async def _teardown(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        for task in list(self.tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
+        self._cancel_tasks()
         for sideband in list(self.sidebands):
             await sideband.close()
         self.track.stop()
         if self.pc is not None:
             with contextlib.suppress(Exception):  # closing a half-dead connection must not break shutdown
                 await self.pc.close()
-        self.endpoint.calls.pop(self.id, None)
+        self.endpoint.server.carriers.pop(self.session.id, None)
         self.done.set()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], *, keep_on_end: bool = False) -> asyncio.Task[Any]:
+    def _spawn_outliving(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task that must run to its end although the call's own tasks are cancelled (the teardown)."""
         task = asyncio.ensure_future(coro)
-        if not keep_on_end:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        else:
-            self.endpoint.background.add(task)
-            task.add_done_callback(self.endpoint.background.discard)
+        self.endpoint.background.add(task)
+        task.add_done_callback(self.endpoint.background.discard)
         return task
+
+    def fail_ice_setup(self) -> None:
+        """The answer goes out, but no connectivity check will ever be answered (before the answer is made:
+        from an `on_new_call` hook)."""
+        self._ice_fail_setup = True
 
     # ---- faults: each cuts this call's real transport ------------------------------------------------------
 
@@ -500,7 +424,7 @@ class Call:
             if pp_id == DCEP_PPID and data[:1] == bytes([DCEP_OPEN]) and self.channel_open_delay > 0:
                 # Deferred, not awaited: SCTP keeps acknowledging while the application layer "thinks".
                 def reopen() -> None:
-                    self._spawn(receive(stream_id, pp_id, data))
+                    self.spawn(receive(stream_id, pp_id, data))
 
                 self.loop.call_later(self.channel_open_delay, reopen)
                 return
@@ -541,14 +465,9 @@ class Sideband:
             async for msg in self.ws:
                 now = call.loop.time()
                 if msg.type == WSMsgType.TEXT:
-                    call.handle_text(msg.data, now, via="sideband")
+                    call.receive_text(msg.data, now, via="sideband")
                 elif msg.type == WSMsgType.BINARY:
-                    call.session.error(
-                        RealtimeError(
-                            "Binary frames are not supported. Send each event as a JSON text frame.",
-                            code="invalid_event",
-                        )
-                    )
+                    call.receive_binary(len(msg.data), now, via="sideband", unit="frame")
                 else:
                     break
                 call.pump()

@@ -70,14 +70,12 @@ class WebRTCEndpoint:
 
     def __init__(self, server: RealtimeServer) -> None:
         self.server = server
-        self.calls: dict[str, Call] = {}
+        if is_loopback_host(server.config.host):
+            use_loopback_candidates()
         # Called with each new call before its answer is made: the place to set setup faults
         # (`call.ice_fail_setup = True`, `call.datachannel_delay(s)`).
         self.on_new_call: list[Callable[[Call], None]] = []
         self.background: set[asyncio.Task[Any]] = set()
-
-    def call_for_session(self, session_id: str) -> Call | None:
-        return next((c for c in self.calls.values() if c.session.id == session_id), None)
 
     # ---- auth ---------------------------------------------------------------------------------------
 
@@ -248,7 +246,7 @@ class WebRTCEndpoint:
             key_id=identity.key_id,
             token_id=identity.token_id,
         )
-        self.calls[call_id] = call
+        server.carriers[session.id] = call
         return call
 
     # ---- POST /v1/realtime/calls/{call_id}/hangup ------------------------------------------------------
@@ -274,7 +272,7 @@ class WebRTCEndpoint:
         return response
 
     def _find(self, call_id: str, identity: Identity) -> Call:
-        call = self.calls.get(call_id)
+        call = self.server.calls.get(call_id)
         if call is None or call.ended or call.key_id != identity.key_id:  # another key's call is not found
             raise Refusal(
                 404,
@@ -326,15 +324,6 @@ class WebRTCEndpoint:
         )
         await Sideband(call, ws, conn_id, identity.key_id).run()
         return ws
-
-    # ---- shutdown -------------------------------------------------------------------------------------
-
-    async def shutdown(self, app: web.Application) -> None:
-        calls = list(self.calls.values())
-        for call in calls:
-            call.end("server shutting down", by="server", code=1001)
-        if calls:
-            await asyncio.wait([asyncio.ensure_future(c.done.wait()) for c in calls], timeout=5)
 
 
 async def read_offer(request: web.Request) -> tuple[str, dict[str, Any] | None]:
@@ -401,16 +390,3 @@ def check_offer(offer: str) -> None:
         ice, dtls = media.ice, media.dtls
         if not (ice and ice.usernameFragment and ice.password) or not (dtls and dtls.fingerprints):
             raise Refusal(400, "invalid_offer", INVALID_OFFER, code="invalid_offer")
-
-
-def install(server: RealtimeServer, app: web.Application) -> None:
-    """The `RealtimeServer` extension: routes, the sideband hook, the call registry, closing calls at stop."""
-    endpoint = WebRTCEndpoint(server)
-    server.webrtc = endpoint
-    server.calls = endpoint.calls  # type: ignore[attr-defined]
-    server.sideband = endpoint.sideband
-    if is_loopback_host(server.config.host):
-        use_loopback_candidates()
-    app.router.add_post("/v1/realtime/calls", endpoint.create_call)
-    app.router.add_post("/v1/realtime/calls/{call_id}/hangup", endpoint.hangup)
-    app.on_shutdown.append(endpoint.shutdown)

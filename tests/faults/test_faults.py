@@ -255,7 +255,7 @@ async def test_stall_is_half_open(server: RealtimeServer) -> None:
         await asyncio.wait_for(pong, 1.0)  # no pong: only a client's own liveness check can tell
     await ws.send(audio_response())
     assert await silent_for(ws, 0.5)  # nothing is sent
-    assert ws.state is State.OPEN and sid in server.connections  # and the socket stays open
+    assert ws.state is State.OPEN and sid in server.carriers  # and the socket stays open
     assert len(list(server.history.events(sid, "out"))) == sent_before
     _, sessions, _ = await http(server, "GET", "/_rtsim/sessions")
     assert [s["stalled"] for s in sessions["sessions"]] == [True]
@@ -550,9 +550,9 @@ async def test_a_client_that_abandons_a_stalled_socket_ends_its_session(server: 
     await inject(server, "stall")
     ws.transport.abort()  # the client gives up on the silent socket (its FIN/RST reaches the kernel only)
     for _ in range(40):
-        if not server.connections:
+        if not server.carriers:
             break
         await asyncio.sleep(0.1)
-    assert not server.connections  # noticed although reading was paused
+    assert not server.carriers  # noticed although reading was paused
     close = server.history.select(kind="close")[-1]
     assert (close["by"], close["fault"]) == ("client", "abandoned-during-stall")

@@ -386,7 +386,7 @@ async def test_concurrent_sessions_are_independent(
     )
     answers = await asyncio.gather(*(text_turn(ws, "What is my name?") for ws in many_clients))
     assert [a.split()[-1].rstrip(".") for a in answers] == names
-    assert len(server.connections) == len(names)
+    assert len(server.carriers) == len(names)
 
 
 async def test_the_clients_close_code_and_reason_are_recorded(server: RealtimeServer) -> None:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import rtsim.simulator.webrtc  # noqa: F401  (registers the WebRTC extension)
 from rtsim.clients.reference_webrtc import ReferenceWebRTCClient, Settings
 from rtsim.clients.webrtc_call import ClientCall
 from rtsim.simulator.server import RealtimeServer
-from rtsim.simulator.webrtc import Call
+from rtsim.simulator.webrtc.call import Call
 
 KEY = "sk-test-key"
 
 
 def server_call(server: RealtimeServer, call: ClientCall) -> Call:
     assert call.call_id is not None
-    return server.calls[call.call_id]  # type: ignore[attr-defined,no-any-return]
+    return server.calls[call.call_id]
 
 
 async def open_call(server: RealtimeServer) -> ClientCall:

@@ -18,7 +18,6 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-import rtsim.simulator.webrtc
 from rtsim.clients.webrtc_call import SPEECH_FRAME_DBFS, CallRefused, ClientCall, frame_dbfs, reply_text
 from rtsim.simulator import audio
 from rtsim.simulator.protocol import TRANSPORT_EVENT_TYPES
@@ -28,7 +27,6 @@ from rtsim.simulator.webrtc.media import FRAME_MS
 from tests.support.engine import make_session, validate_ga
 
 KEY = "sk-test-key"
-assert rtsim.simulator.webrtc.install in RealtimeServer.extensions
 
 
 def base(server: RealtimeServer) -> str:

@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 from aiortc.exceptions import InvalidStateError
 
-import rtsim.simulator.webrtc  # noqa: F401  (registers the WebRTC extension)
 from rtsim.clients.naive_webrtc import NaiveWebRTCClient
 from rtsim.clients.webrtc_call import ClientCall
 from rtsim.simulator.server import RealtimeServer
-from rtsim.simulator.webrtc import Call
+from rtsim.simulator.webrtc.call import Call
 from tests.support.webrtc import KEY, after, open_call, reference, remembers_alice, server_call
 
 
@@ -91,7 +90,7 @@ async def test_reference_client_reconnects_with_its_context_after(server: Realti
 
 
 async def test_datachannel_delay_breaks_clients_that_send_before_open(server: RealtimeServer) -> None:
-    server.webrtc.on_new_call.append(lambda c: c.datachannel_delay(1.5))  # type: ignore[attr-defined]
+    server.webrtc.on_new_call.append(lambda c: c.datachannel_delay(1.5))
     eager = ClientCall(server.base_url, KEY)
     await eager.connect(wait_open=False)
     connected = asyncio.Event()
@@ -163,9 +162,9 @@ async def test_ice_fail_setup_leaves_the_client_checking(server: RealtimeServer)
     def fail_first(call: Call) -> None:
         if not first_call_only:
             first_call_only.append(call.id)
-            call.ice_fail_setup = True
+            call.fail_ice_setup()
 
-    server.webrtc.on_new_call.append(fail_first)  # type: ignore[attr-defined]
+    server.webrtc.on_new_call.append(fail_first)
     stuck = ClientCall(server.base_url, KEY)
     await stuck.connect(wait_open=False)  # 201 and an answer, then silence
     await asyncio.sleep(2.5)
@@ -184,9 +183,9 @@ async def test_reference_client_abandons_a_call_that_never_opens(server: Realtim
     def fail_first(call: Call) -> None:
         if not failing:
             failing.append(call)
-            call.ice_fail_setup = True
+            call.fail_ice_setup()
 
-    server.webrtc.on_new_call.append(fail_first)  # type: ignore[attr-defined]
+    server.webrtc.on_new_call.append(fail_first)
     started = time.monotonic()
     client = await reference(server, setup_timeout=1.5)
     took = time.monotonic() - started

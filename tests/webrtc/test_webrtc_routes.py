@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-import rtsim.simulator.webrtc  # noqa: F401  (registers the WebRTC extension)
 from rtsim.clients.webrtc_call import ClientCall
 from rtsim.simulator import control as control_api
 from rtsim.simulator.server import RealtimeServer
