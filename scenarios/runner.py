@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from rtsim.simulator import control, tokens
+from rtsim.simulator.faults import timing
 from rtsim.simulator.protocol import RealtimeError
 from rtsim.simulator.server import RealtimeServer, ServerConfig
 
@@ -100,7 +101,7 @@ class EmbeddedSimulator:
     async def start(self) -> None:
         self.base_url = await self.server.start()
 
-    def inject(self, kind: str, params: dict[str, Any], key: str) -> str:
+    async def inject(self, kind: str, params: dict[str, Any], key: str) -> str:
         assert self.server.control is not None
         return self.server.control.inject(kind, params, {"key": key}, None, route="scenario")["result"]
 
@@ -145,8 +146,10 @@ class RemoteSimulator:
         if status >= 400:
             raise RuntimeError(f"no rtsim control API at {self.base_url} (HTTP {status})")
 
-    def inject(self, kind: str, params: dict[str, Any], key: str) -> str:
-        status, body = control.call(
+    async def inject(self, kind: str, params: dict[str, Any], key: str) -> str:
+        # The control API call blocks, so it runs off the event loop (the run's other timers keep time).
+        status, body = await asyncio.to_thread(
+            control.call,
             self.base_url,
             "POST",
             f"{control.PREFIX}/faults",
@@ -287,6 +290,7 @@ async def run_one(
 class Nemesis:
     """The fault timeline of one run: at fixed times, or a delay after the nth server event of a type.
 
+    Event counts run over every server event the simulator records from the moment the timeline starts.
     Faults target every live session of the run's key, so they follow the client across reconnects; network
     toxics go on the run's proxy.
     """
@@ -302,40 +306,42 @@ class Nemesis:
         self.key = key
         self.steps = steps
         self.link = link
-        self.handles: list[asyncio.TimerHandle] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.counts: dict[str, int] = {}
+        self.cancels: list[timing.Cancel] = []
+        self.injections: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # toxics in flight
         self.log: list[str] = []
-        self._waiting = [s for s in steps if s.after_event is not None]
+        self.clock: timing.EventCounter | None = None
         self._unfollow: Callable[[], None] | None = None
 
+    @staticmethod
+    def moment(step: FaultStep) -> timing.When:
+        if step.at is not None:
+            return timing.after(step.at)
+        assert step.after_event is not None
+        return timing.at_event(step.after_event, step.nth, delay=step.delay)
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.clock = timing.EventCounter(loop)
         for step in self.steps:
-            if step.at is not None:
-                self.handles.append(loop.call_later(step.at, self.fire, step))
-        if self._waiting:
+            self.cancels.append(timing.arm(self.moment(step), self.clock, lambda s=step: self.fire(s)))
+        if any(step.after_event is not None for step in self.steps):
             self._unfollow = self.simulator.follow(self._on_record)
 
     def _on_record(self, record: dict[str, Any]) -> None:
-        if record["kind"] != "event" or record["dir"] != "out":
-            return
-        event_type = record["event"].get("type")
-        if event_type not in {s.after_event for s in self._waiting}:
-            return
-        self.counts[event_type] = count = self.counts.get(event_type, 0) + 1
-        for step in [s for s in self._waiting if s.after_event == event_type and s.nth == count]:
-            self._waiting.remove(step)
-            self.handles.append(self.loop.call_later(step.delay, self.fire, step))
+        if record["kind"] == "event" and record["dir"] == "out" and self.clock is not None:
+            self.clock.saw(record["event"].get("type"))
 
     def fire(self, step: FaultStep) -> None:
-        if step.kind == "toxic":
-            task = asyncio.ensure_future(self._toxic(step))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            return
+        tasks, work = (
+            (self.tasks, self._toxic(step)) if step.kind == "toxic" else (self.injections, self._inject(step))
+        )
+        task = asyncio.ensure_future(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _inject(self, step: FaultStep) -> None:
         try:
-            result = self.simulator.inject(step.kind, dict(step.params), self.key)
+            result = await self.simulator.inject(step.kind, dict(step.params), self.key)
             self.log.append(f"{step.describe()}: {result}")
         except RealtimeError as exc:  # e.g. the client was between sessions at that moment
             self.log.append(f"{step.describe()}: skipped ({exc.message})")
@@ -356,14 +362,16 @@ class Nemesis:
             self.simulator.note_fault(f"toxic:{toxic_type}:removed", {}, self.key, route="scenario:toxiproxy")
 
     async def settle(self) -> None:
-        """Toxic steps still in flight when the client ended are abandoned (the proxy goes with the run)."""
+        """Injections already under way finish (each is one short call); toxic steps still in flight when the
+        client ended are abandoned (the proxy goes with the run)."""
+        await asyncio.gather(*self.injections, return_exceptions=True)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def stop(self) -> None:
-        for handle in self.handles:
-            handle.cancel()
+        for cancel in self.cancels:
+            cancel()
         if self._unfollow is not None:
             self._unfollow()
 

@@ -22,10 +22,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from .faults import CATALOGUE, check_event_type, validate
+from .faults import CATALOGUE, timing, validate
 from .protocol import RealtimeError
 
 TIMING_KEYS = ("at", "within", "after_event")
+# "At once" for a session: right after the session is announced, so the client always sees the session
+# it was dealt the fault in.
+OPENED = timing.at_event("session.created", 1)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,15 @@ class Decision:
     entry: PlanEntry
     delay: float | None
     after_event: tuple[str, int] | None
+
+    @property
+    def when(self) -> timing.When:
+        """An event wins over a delay; no timing (or at=0) is as soon as the session is announced."""
+        if self.after_event is not None:
+            return timing.at_event(*self.after_event)
+        if not self.delay:
+            return OPENED
+        return timing.after(self.delay)
 
 
 @dataclass(frozen=True)
@@ -116,35 +128,38 @@ def parse(text: str) -> FaultPlan:
             if not 0 <= probability <= 1:
                 _bad(raw, "probability must be between 0 and 1 (or 0% and 100%)")
         params: dict[str, Any] = {}
-        timing: dict[str, Any] = {}
+        timing_values: dict[str, Any] = {}
         for pair in filter(None, (p.strip() for p in tail.split(","))):
             key, eq, value = pair.partition("=")
             if not eq:
                 _bad(raw, f"expected key=value, got '{pair}'")
-            (timing if key in TIMING_KEYS else params)[key.replace("-", "_")] = coerce(value)
+            (timing_values if key in TIMING_KEYS else params)[key.replace("-", "_")] = coerce(value)
         try:
             spec, checked = validate(kind.strip(), params)
-            after_event = _after_event(timing["after_event"]) if "after_event" in timing else None
+            after_event = (
+                timing.parse_event_spec(timing_values["after_event"], "after_event")
+                if "after_event" in timing_values
+                else None
+            )
         except RealtimeError as exc:
             _bad(raw, exc.message)
         for key in ("at", "within"):
-            value = timing.get(key)
+            value = timing_values.get(key)
             if value is not None and (isinstance(value, bool | str) or value < 0):
                 _bad(raw, f"{key} must be a number of seconds (>= 0), got '{value}'")
-        if spec.scope == "server" and (probability != 1 or "within" in timing or after_event):
+        if spec.scope == "server" and (probability != 1 or "within" in timing_values or after_event):
             _bad(raw, f"'{spec.name}' is server-wide: it takes at=SECONDS only (no @, within or after_event)")
         entries.append(
-            PlanEntry(spec.name, probability, checked, timing.get("at"), timing.get("within"), after_event)
+            PlanEntry(
+                spec.name,
+                probability,
+                checked,
+                timing_values.get("at"),
+                timing_values.get("within"),
+                after_event,
+            )
         )
     return FaultPlan(tuple(entries), seed, text)
-
-
-def _after_event(value: Any) -> tuple[str, int]:
-    event_type, _, nth_text = str(value).partition("#")
-    nth = coerce(nth_text) if nth_text else 1
-    if isinstance(nth, bool) or not isinstance(nth, int) or nth < 1:
-        raise RealtimeError(f"after_event must be TYPE#N with N a whole number >= 1, got '{value}'")
-    return check_event_type(event_type, "after_event"), nth
 
 
 def _bad(entry: str, why: str) -> Any:

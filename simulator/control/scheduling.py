@@ -1,4 +1,9 @@
-"""Injection and scheduling: a fault now, after a delay or at a server event; cancelling; fault plans."""
+"""Injection and scheduling: a fault now, after a delay or at a server event; cancelling; fault plans.
+
+Every moment here is one of `timing`'s: the control API's `when`, a plan entry's timing and a server plan's
+`at=` are armed the same way — on a carrier for session faults (its timers and triggers die with it), on
+the event loop for a delay that resolves its target when it fires.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import faults, plan
+from ..faults import timing
 from ..protocol import RealtimeError
-from ..schema import Int, Obj, Str, check
+from ..schema import check
 
 if TYPE_CHECKING:
     from ..server import LiveSession, RealtimeServer
-
-OPENED = ("session.created", 1)  # "at once" for a plan: right after the session is announced
-WHEN = Obj({"after_ms": Int(0), "at_event": Obj({"type": Str(), "nth": Int(1)}, required=("type",))})
 
 
 @dataclass
@@ -52,32 +55,26 @@ class ControlPlane:
         target = check(faults.TARGET, target or {}, "target")
         if when is None:
             return faults.inject(self.server, kind, checked, target, route=route)
-        when = check(WHEN, when, "when")
-        if len(when) != 1:
-            raise RealtimeError(
-                "when takes exactly one of after_ms or at_event.", code="invalid_value", param="when"
-            )
+        when = check(timing.REQUEST, when, "when")
+        moment = timing.from_request(when)
         targets = self.server.resolve_targets(target)  # a session that is gone now never comes back: 404
-        if "after_ms" in when:
+        if moment.event is None:
             fault_id = f"fault_{next(self._ids)}"
-            handle = asyncio.get_running_loop().call_later(
-                when["after_ms"] / 1000, self._fire, fault_id, kind, checked, target, route
+            cancel = timing.arm(
+                moment,
+                timing.LoopClock(asyncio.get_running_loop()),
+                lambda: self._fire(fault_id, kind, checked, target, route),
             )
-            cancel = handle.cancel
             applies_to: list[str] = []
         else:
             if spec.scope != "session":
                 raise RealtimeError(
                     "at_event applies to session faults only", code="invalid_value", param="when"
                 )
-            event = when["at_event"]
-            faults.check_event_type(event["type"], "when.at_event.type")
             if not targets:
                 raise RealtimeError("No live session matches the target.", code="no_target", param="target")
             fault_id = f"fault_{next(self._ids)}"
-            cancel = self._arm_triggers(
-                fault_id, targets, event["type"], event.get("nth", 1), kind, checked, route
-            )
+            cancel = self._arm_on_sessions(fault_id, moment, targets, kind, checked, route)
             applies_to = [c.session.id for c in targets]
         self.scheduled[fault_id] = Scheduled(fault_id, kind, checked, target, when, route, cancel)
         self.server.history.record(
@@ -117,18 +114,17 @@ class ControlPlane:
         except RealtimeError as exc:  # the target left before its moment came: record it, do not crash
             self.server.history.record("fault_skipped", fault_id=fault_id, fault=kind, reason=exc.message)
 
-    def _arm_triggers(
+    def _arm_on_sessions(
         self,
         fault_id: str,
+        moment: timing.When,
         targets: list[LiveSession],
-        event_type: str,
-        nth: int,
         kind: str,
         params: dict[str, Any],
         route: str,
     ) -> Callable[[], None]:
-        """One trigger per session; the fault stays scheduled until each has fired or its session ended."""
-        armed: dict[str, tuple[LiveSession, tuple[str, int, Callable[[], Any]]]] = {}
+        """Armed on each session; the fault stays scheduled until each has fired or its session ended."""
+        armed: dict[str, Callable[[], None]] = {}
 
         def settle(conn: LiveSession) -> None:
             armed.pop(conn.session.id, None)
@@ -147,19 +143,16 @@ class ControlPlane:
                     fault_id=fault_id,
                     fault=kind,
                     session=conn.session.id,
-                    reason=f"the session ended before its {event_type} #{nth}",
+                    reason=f"the session ended before its {moment.event} #{moment.nth}",
                 )
 
         for conn in targets:
-            trigger = (event_type, conn.sent_counts[event_type] + nth, lambda c=conn: fire(c))
-            conn.triggers.append(trigger)
+            armed[conn.session.id] = timing.arm(moment, conn, lambda c=conn: fire(c))
             conn.on_close.append(lambda c=conn: gone(c))
-            armed[conn.session.id] = (conn, trigger)
 
         def cancel() -> None:
-            for conn, trigger in armed.values():
-                if trigger in conn.triggers:
-                    conn.triggers.remove(trigger)
+            for cancel_one in armed.values():
+                cancel_one()
             armed.clear()
 
         return cancel
@@ -187,15 +180,7 @@ class ControlPlane:
                 if conn.closed_by is None:
                     self._apply(f, e.kind, e.params, {"session": conn.session.id}, route, [conn])
 
-            after_event = decision.after_event
-            if after_event is None and not decision.delay:
-                after_event = OPENED
-            if after_event is not None:
-                conn.triggers.append((*after_event, fire))
-            else:
-                assert decision.delay is not None
-                handle = asyncio.get_running_loop().call_later(decision.delay, fire)
-                conn.on_close.append(handle.cancel)
+            timing.arm(decision.when, conn, fire)
 
     def attach_plan(self, text: str, conn: LiveSession) -> None:
         """A plan a client attached to its connection; a bad one is an error event and the session goes on."""
@@ -216,15 +201,19 @@ class ControlPlane:
                 conn.session.error(error)
                 conn.pump()
 
-            conn.triggers.append((*OPENED, report))
+            timing.arm(plan.OPENED, conn, report)
             return
         self.apply_plan(fault_plan, conn, "plan:connection")
 
     def apply_server_plan(self, fault_plan: plan.FaultPlan) -> None:
+        """A server plan's server-wide entries: at once, or `at=` seconds after the server started."""
+        clock = timing.LoopClock(asyncio.get_running_loop())
         for entry in fault_plan.server_entries():
             if entry.at:
-                asyncio.get_running_loop().call_later(
-                    entry.at, self._fire, "plan", entry.kind, entry.params, {}, "plan:server"
+                timing.arm(
+                    timing.after(entry.at),
+                    clock,
+                    lambda e=entry: self._fire("plan", e.kind, e.params, {}, "plan:server"),
                 )
-            else:
+            else:  # a bad entry stops the server from starting, as it should
                 faults.inject(self.server, entry.kind, entry.params, {}, route="plan:server")
