@@ -12,25 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import control, plan, session_config
+from .admission import MISSING_CREDENTIAL, Admission, Refusal, incorrect_key_message, json_error
 from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
-from .engine import Limits, Session
-from .faults import FaultState, retry_after_header
+from .engine import Limits
+from .faults import FaultState
 from .history import History
-from .model import Script, ScriptedModel
+from .model import Script
 from .protocol import IdFactory, RealtimeError, encode
 from .schema import Enum, Int, Obj, check
-from .tokens import TOKEN_PREFIX, Token, TokenAuthority, TokenError, key_id
+from .tokens import Token, TokenAuthority, key_id
 from .websocket import WebSocketCarrier
 
 if TYPE_CHECKING:
@@ -96,55 +95,6 @@ class ServerConfig:
         )
 
 
-_STATUS_TEXT = {
-    401: "Incorrect API key provided.",
-    403: "You are not allowed to access this model.",
-    429: "Rate limit reached for requests. Please try again later.",
-    500: "The server had an error while processing your request. Sorry about that!",
-    502: "Bad gateway.",
-    503: "The engine is currently overloaded, please try again later.",
-}
-
-
-def error_body(
-    message: str, *, type: str = "invalid_request_error", code: str | None = None, param: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
-def json_error(status: int, message: str, **fields: Any) -> web.Response:
-    return web.json_response(error_body(message, **fields), status=status)
-
-
-def masked(key: str) -> str:
-    return key[:3] + "*" * 4 + key[-4:] if len(key) > 8 else "*" * len(key)
-
-
-class Credential:
-    """Who is asking: an API key or an ephemeral token, from a header or a browser subprotocol."""
-
-    def __init__(self, value: str | None, source: str) -> None:
-        self.value = value
-        self.source = source
-
-    @property
-    def is_token(self) -> bool:
-        return bool(self.value and self.value.startswith(TOKEN_PREFIX))
-
-
-def read_credential(request: web.Request, *, azure: bool) -> Credential:
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return Credential(auth[7:].strip(), "bearer")
-    if azure and request.headers.get("api-key"):
-        return Credential(request.headers["api-key"].strip(), "api-key")
-    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
-        proto = proto.strip()
-        if proto.startswith("openai-insecure-api-key."):
-            return Credential(proto[len("openai-insecure-api-key.") :], "subprotocol")
-    return Credential(None, "none")
-
-
 class RealtimeServer:
     def __init__(
         self,
@@ -162,7 +112,7 @@ class RealtimeServer:
         self.connection_count = 0
         self.faults = FaultState()
         self._webrtc: WebRTCEndpoint | None = None  # made on first use: aiortc loads only for WebRTC
-        self.audio_turns: dict[str, Iterator[int]] = {}  # per client identity: the script's next transcript
+        self.admission = Admission(self)
         self.control: control.ControlPlane | None = None  # set by control.install
         self.chaos = plan.parse(self.config.chaos) if self.config.chaos else None
         self.app = self._build_app()
@@ -262,14 +212,6 @@ class RealtimeServer:
             return [conn]
         return self.live_connections(self.target_key_id(target))
 
-    def _age(self, conn: Carrier) -> float:
-        return conn.loop.time() - conn.session.started_at
-
-    def key_is_valid(self, key: str) -> bool:
-        if self.config.api_keys:
-            return key in self.config.api_keys
-        return key.startswith("sk-")
-
     def _new_conn_id(self) -> str:
         self.connection_count += 1
         return f"conn_{self.connection_count:06d}"
@@ -279,176 +221,50 @@ class RealtimeServer:
     async def realtime_websocket(self, request: web.Request) -> web.StreamResponse:
         if "call_id" in request.query:
             return await self.webrtc.sideband(request)
+        admission = self.admission
         conn_id = self._new_conn_id()
-        credential = read_credential(request, azure=self.profile.azure)
-        handshake = {
-            "conn": conn_id,
-            "path": request.path,
-            "transport": "websocket",
-            "query": dict(request.query),
-            "credential": key_id(credential.value)[4:] if credential.value else None,
-        }
-
-        def refuse(
-            status: int,
-            reason: str,
-            message: str,
-            key: str | None = None,
-            retry_after: float | None = None,
-            **extra: Any,
-        ) -> web.Response:
-            header = retry_after_header(retry_after) if retry_after is not None else None
-            self.history.record(
-                "handshake",
-                **handshake,
-                key_id=key,
-                accepted=False,
-                status=status,
-                reason=reason,
-                retry_after=int(header) if header else None,
-            )
-            response = json_error(status, message, **extra)
-            if header:
-                response.headers["Retry-After"] = header
-            return response
-
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return refuse(426, "not_websocket", "This endpoint only accepts WebSocket connections.")
-        if credential.value is None:
-            return refuse(
-                401,
-                "missing_credential",
-                "You didn't provide an API key. You need to provide your API key in an Authorization "
-                "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            )
-        initial_config: dict[str, Any] | None = None
-        token_id = None
-        if credential.is_token:
-            try:
-                token = self.tokens.verify(credential.value)
-            except TokenError as exc:
-                return refuse(
-                    401,
-                    f"token_{exc.reason}",
-                    "Your ephemeral token is invalid or has expired."
-                    if exc.reason != "invalid"
-                    else "Invalid ephemeral token provided.",
-                    code="invalid_api_key",
-                )
-            identity, token_id = token.key_id, token.token_id
-            initial_config = dict(token.session) or None
-        else:
-            identity = key_id(credential.value)
-        rejection = self.faults.take_rejection(identity)
-        if rejection is not None and rejection.status is not None:
-            return refuse(
-                rejection.status,
-                "fault:reject-connects",
-                rejection.reason or _STATUS_TEXT.get(rejection.status, "The server refused the connection."),
-                identity,
-                retry_after=rejection.retry_after,
-                code="rate_limit_exceeded" if rejection.status == 429 else None,
-            )
-        key_is_known = credential.is_token or self.key_is_valid(credential.value)
-        limit = self.config.max_sessions_per_key
-        if limit is not None and key_is_known:
-            open_sessions = self.live_connections(identity)
-            if len(open_sessions) >= limit:
-                listed = ", ".join(f"{c.session.id} (open {self._age(c):.0f} s)" for c in open_sessions)
-                return refuse(
-                    429,
-                    "concurrent_session_limit",
-                    f"Concurrent session limit reached: {len(open_sessions)} of {limit} sessions are "
-                    f"still open for this key: {listed}. Close sessions you no longer use.",
-                    identity,
-                    code="concurrent_session_limit",
-                )
-        dialect = self._dialect_for(request)
+        handshake = admission.handshake(request, conn_id, "websocket")
+        try:
+            if request.headers.get("Upgrade", "").lower() != "websocket":
+                raise Refusal(426, "not_websocket", "This endpoint only accepts WebSocket connections.")
+            # An unknown API key is not refused: the real service accepts, reports it, and closes.
+            admitted = admission.admit(request, unknown_key_refused=False)
+        except Refusal as refusal:
+            admission.record_refusal(handshake, refusal)
+            return refusal.response()
         ws = web.WebSocketResponse(
             protocols=("realtime",), max_msg_size=MAX_FRAME_BYTES, compress=False, autoping=True
         )
         await ws.prepare(request)
-        auth = "ephemeral" if credential.is_token else "api_key"
-        if not key_is_known:
-            # The real service accepts the upgrade, reports the bad key, then closes with 3000.
-            self.history.record(
-                "handshake",
-                **handshake,
-                key_id=identity,
-                auth=auth,
-                accepted=True,
-                status=101,
-                reason="invalid_api_key",
-            )
-            await self._reject_key(ws, conn_id, identity, credential.value)
+        identity = admitted.key_id
+        if not admitted.key_is_known:
+            admission.record_accepted(handshake, admitted, 101, "invalid_api_key")
+            await self._reject_key(ws, conn_id, identity, admission.credential(request).value or "")
             return ws
-        if rejection is not None and rejection.close_code is not None:
+        if admitted.close_code is not None:
             # Accepted, then closed at once: the loop one framework fell into with 1008.
-            self.history.record(
-                "handshake",
-                **handshake,
-                key_id=identity,
-                auth=auth,
-                token_id=token_id,
-                accepted=True,
-                status=101,
-                reason="fault:reject-connects",
-            )
+            admission.record_accepted(handshake, admitted, 101, "fault:reject-connects")
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.close(code=rejection.close_code, message=rejection.reason.encode())
+                await ws.close(code=admitted.close_code, message=admitted.close_reason.encode())
             self.history.record(
                 "close",
                 session=None,
                 conn=conn_id,
                 key_id=identity,
-                code=rejection.close_code,
-                reason=rejection.reason,
+                code=admitted.close_code,
+                reason=admitted.close_reason,
                 by="server",
                 fault="reject-connects",
             )
             return ws
-        self.history.record(
-            "handshake",
-            **handshake,
-            key_id=identity,
-            auth=auth,
-            token_id=token_id,
-            accepted=True,
-            status=101,
-            reason=None,
+        admission.record_accepted(handshake, admitted, 101, None)
+        session = admission.new_session(
+            request,
+            admitted,
+            IdFactory.seeded(self.config.seed, conn_id),
+            model=request.query.get("model") or request.query.get("deployment"),
         )
-        model_name = (
-            request.query.get("model")
-            or request.query.get("deployment")
-            or ((initial_config or {}).get("model") or session_config.DEFAULT_MODEL)
-        )
-        if initial_config is not None:
-            initial_config.pop("model", None)
-        loop = asyncio.get_running_loop()
-        session = Session(
-            ids=IdFactory.seeded(self.config.seed, conn_id),
-            model=ScriptedModel(self.script, seed=self.config.seed),
-            now=loop.time(),
-            wall=time.time(),
-            limits=self.config.limits(),
-            model_name=model_name,
-            dialect=dialect,
-            initial_config=initial_config,
-            audio_seed=self.config.seed,
-            audio_turns=self.audio_turns.setdefault(identity, itertools.count()),
-        )
-        self.history.record(
-            "session",
-            session=session.id,
-            conn=conn_id,
-            key_id=identity,
-            model=model_name,
-            profile=self.profile.name,
-            dialect=dialect.name,
-            expires_at=session.expires_at,
-            deadline_wall=round(session.deadline_wall, 6),
-            token_id=token_id,
-        )
+        admission.record_session(session, conn_id, admitted)
         conn = WebSocketCarrier(
             request,
             ws,
@@ -459,29 +275,12 @@ class RealtimeServer:
             seed=self.config.seed,
         )
         self.carriers[session.id] = conn
-        self._apply_plans(request, conn)
+        admission.attach_plans(request, conn)
         try:
             await conn.run()
         finally:
             del self.carriers[session.id]
         return ws
-
-    def _apply_plans(self, request: web.Request, conn: Carrier) -> None:
-        """The server's --chaos plan, then any plan the client attached (header or query parameter)."""
-        assert self.control is not None
-        if self.chaos is not None:
-            self.control.apply_plan(self.chaos, conn, "plan:server")
-        attached = request.headers.get("X-Rtsim-Chaos") or request.query.get("rtsim_chaos")
-        if attached:
-            self.control.attach_plan(attached, conn)
-
-    def _dialect_for(self, request: web.Request) -> Dialect:
-        beta_header = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
-        beta_proto = "openai-beta.realtime-v1" in request.headers.get("Sec-WebSocket-Protocol", "")
-        azure_preview = self.profile.azure and request.query.get("api-version", "").endswith("-preview")
-        if beta_header or beta_proto or azure_preview:
-            return BETA
-        return self.profile.dialect
 
     async def _reject_key(self, ws: web.WebSocketResponse, conn_id: str, identity: str, key: str) -> None:
         event = {
@@ -490,8 +289,7 @@ class RealtimeServer:
             "error": {
                 "type": "invalid_request_error",
                 "code": "invalid_api_key",
-                "message": f"Incorrect API key provided: {masked(key)}. You can find your API key at "
-                "https://platform.openai.com/account/api-keys.",
+                "message": incorrect_key_message(key),
                 "param": None,
                 "event_id": None,
             },
@@ -514,21 +312,11 @@ class RealtimeServer:
 
     def _rest_key(self, request: web.Request) -> tuple[str | None, web.Response | None]:
         """The API key of a REST call, or the real 401 response for a missing, ephemeral or unknown key."""
-        credential = read_credential(request, azure=self.profile.azure)
+        credential = self.admission.credential(request)
         if credential.value is None:
-            return None, json_error(
-                401,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer "
-                "YOUR_KEY).",
-            )
-        if credential.is_token or not self.key_is_valid(credential.value):
-            return None, json_error(
-                401,
-                f"Incorrect API key provided: {masked(credential.value)}. You can find "
-                "your API key at https://platform.openai.com/account/api-keys.",
-                code="invalid_api_key",
-            )
+            return None, json_error(401, MISSING_CREDENTIAL)
+        if credential.is_token or not self.admission.key_is_valid(credential.value):
+            return None, json_error(401, incorrect_key_message(credential.value), code="invalid_api_key")
         return credential.value, None
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from ..carrier import Carrier
 from ..engine import Session
 from ..protocol import encode
 from .media import CallerAudio, ClearedAudio, ModelAudioTrack
-from .net import UdpGate
+from .net import UdpGate, gather_on_loopback
 
 if TYPE_CHECKING:
     from .endpoint import WebRTCEndpoint
@@ -106,6 +106,9 @@ class Call(Carrier):
         pc.on("connectionstatechange", self._on_connection_state)
         pc.on("iceconnectionstatechange", lambda: self._log_transport("ice", pc.iceConnectionState))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        if self.endpoint.loopback:
+            for ice in self._ice_transports():  # before the answer gathers candidates
+                gather_on_loopback(ice._connection)
         audio_transceivers = [t for t in pc.getTransceivers() if t.kind == "audio"]
         if audio_transceivers:
             pc.addTrack(self.track)

@@ -1,4 +1,5 @@
-"""The network underneath a call: loopback host candidates, and the per-call UDP gate behind the ICE faults.
+"""The network underneath a call: loopback host candidates (per connection, or process-wide for a client),
+and the per-call UDP gate behind the ICE faults.
 
 aiortc sends everything (STUN checks and consent, DTLS, SRTP, SCTP) through aioice, and aioice owns one UDP
 socket per local candidate: a `StunProtocol` whose `datagram_received` takes what arrives and whose
@@ -26,12 +27,27 @@ def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return _original_host_addresses(use_ipv4, use_ipv6)
 
 
-def use_loopback_candidates() -> None:
-    """Gather host candidates on 127.0.0.1 only, for every peer connection in this process.
+def gather_on_loopback(connection: Connection) -> None:
+    """Gather this one aioice connection's host candidates on loopback only (call it before gathering).
 
-    aioice deliberately skips loopback and offers every other interface; a simulator on 127.0.0.1 (and the
-    test clients next to it) must stay on loopback instead. Process-wide because aioice looks the function up
-    at gathering time; idempotent.
+    aioice deliberately skips loopback and offers every other interface; a simulator on 127.0.0.1 must stay
+    on loopback instead. Per connection — its `get_component_candidates` is handed the loopback address in
+    place of the interfaces — so no other peer connection in the process is affected.
+    """
+    gather = connection.get_component_candidates
+    loopback = ["127.0.0.1"] if connection._use_ipv4 else ["::1"]
+
+    async def loopback_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
+        return await gather(component, loopback if addresses else addresses, timeout)
+
+    connection.get_component_candidates = loopback_candidates  # type: ignore[method-assign]
+
+
+def use_loopback_candidates() -> None:
+    """Gather host candidates on 127.0.0.1 only, for every peer connection in this process (a client's
+    choice: the simulator itself uses `gather_on_loopback` per call).
+
+    Process-wide because aioice looks the function up at gathering time; idempotent.
     """
     global _loopback_only
     _loopback_only = True
