@@ -110,6 +110,7 @@ class ClientCall:
         microphone: bool = True,
         record_audio: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credential = credential
@@ -118,6 +119,7 @@ class ClientCall:
         self.mic = MicTrack() if microphone else None
         self.record_audio = record_audio
         self.on_event = on_event
+        self.headers = dict(headers or {})  # extra request headers of the offer (e.g. X-Rtsim-Chaos)
         if is_loopback_host(urlsplit(self.base_url).hostname or ""):
             use_loopback_candidates()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -241,7 +243,7 @@ class ClientCall:
         return self
 
     async def _post_offer(self, offer: str) -> str:
-        headers = {"Authorization": f"Bearer {self.credential}"}
+        headers = {**self.headers, "Authorization": f"Bearer {self.credential}"}
         url = f"{self.base_url}/realtime/calls"
         async with aiohttp.ClientSession() as http:
             if self.multipart:
