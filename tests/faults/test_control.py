@@ -500,3 +500,24 @@ async def test_cli_against_rtsim_serve(
     code, out, _ = await run_cli(capsys, "history", "--server", url, "--kind", "fault")
     (fault,) = [json.loads(line) for line in out.splitlines()]
     assert (fault["fault"], fault["session"], fault["route"]) == ("close", sid, "control-api")
+
+
+def test_rtsim_fault_has_a_flag_for_every_catalogue_parameter() -> None:
+    """The flags are generated from the kinds' schemas: the documented names, booleans as switches."""
+    from rtsim.simulator import faults
+    from rtsim.simulator.control.commands import fault_request
+
+    parser = cli.build_parser()
+    base = ["fault", "close", "--server", "http://127.0.0.1:1/v1"]
+    documented = ["code", "reason", "status", "count", "seconds", "ms", "jitter_ms", "retry_after"]
+    documented += ["close_code", "usable_for", "advertise", "token_id", "ending", "error_type", "error_code"]
+    documented += ["error_message", "type"]
+    every = {name for kind in faults.CATALOGUE.values() for name in kind.params.fields}
+    assert every == {*documented, "mid_frame", "error"}
+    argv = [*base, "--mid-frame", "--error"]
+    for name in documented:
+        argv += ["--" + name.replace("_", "-"), "7"]
+    params = fault_request(parser.parse_args(argv))["params"]
+    assert params["mid_frame"] is True and params["error"] is True
+    assert params["code"] == 7 and params["reason"] == "7"  # a string parameter stays a string
+    assert fault_request(parser.parse_args([*base, "--param", "jitter-ms=5"]))["params"] == {"jitter_ms": 5}
