@@ -15,7 +15,8 @@ from ..schema import Obj, Str, check
 from .scheduling import ControlPlane
 
 if TYPE_CHECKING:
-    from ..server import LiveSession, RealtimeServer
+    from ..carrier import Carrier
+    from ..server import RealtimeServer
 
 PREFIX = "/_rtsim"
 FAULT_REQUEST = Obj(
@@ -42,7 +43,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def describe(conn: LiveSession) -> dict[str, Any]:
+def describe(conn: Carrier) -> dict[str, Any]:
     """One live session as `GET /_rtsim/sessions` lists it."""
     session = conn.session
     return {

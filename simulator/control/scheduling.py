@@ -19,7 +19,8 @@ from ..protocol import RealtimeError
 from ..schema import check
 
 if TYPE_CHECKING:
-    from ..server import LiveSession, RealtimeServer
+    from ..carrier import Carrier
+    from ..server import RealtimeServer
 
 
 @dataclass
@@ -95,7 +96,7 @@ class ControlPlane:
         params: dict[str, Any],
         target: dict[str, Any],
         route: str,
-        connections: list[LiveSession] | None = None,
+        connections: list[Carrier] | None = None,
     ) -> None:
         self.scheduled.pop(fault_id, None)
         self._apply(fault_id, kind, params, target, route, connections)
@@ -107,7 +108,7 @@ class ControlPlane:
         params: dict[str, Any],
         target: dict[str, Any],
         route: str,
-        connections: list[LiveSession] | None = None,
+        connections: list[Carrier] | None = None,
     ) -> None:
         try:
             faults.inject(self.server, kind, params, target, route=route, connections=connections)
@@ -118,7 +119,7 @@ class ControlPlane:
         self,
         fault_id: str,
         moment: timing.When,
-        targets: list[LiveSession],
+        targets: list[Carrier],
         kind: str,
         params: dict[str, Any],
         route: str,
@@ -126,16 +127,16 @@ class ControlPlane:
         """Armed on each session; the fault stays scheduled until each has fired or its session ended."""
         armed: dict[str, Callable[[], None]] = {}
 
-        def settle(conn: LiveSession) -> None:
+        def settle(conn: Carrier) -> None:
             armed.pop(conn.session.id, None)
             if not armed:
                 self.scheduled.pop(fault_id, None)
 
-        def fire(conn: LiveSession) -> None:
+        def fire(conn: Carrier) -> None:
             settle(conn)
             self._apply(fault_id, kind, params, {"session": conn.session.id}, route, [conn])
 
-        def gone(conn: LiveSession) -> None:
+        def gone(conn: Carrier) -> None:
             if conn.session.id in armed:
                 settle(conn)
                 self.server.history.record(
@@ -167,7 +168,7 @@ class ControlPlane:
 
     # ---- fault plans ---------------------------------------------------------------------------------
 
-    def apply_plan(self, fault_plan: plan.FaultPlan, conn: LiveSession, route: str) -> None:
+    def apply_plan(self, fault_plan: plan.FaultPlan, conn: Carrier, route: str) -> None:
         """Deal a plan's session faults to a new session (reproducible from seed and session id).
 
         An entry with no timing (or at=0) fires as soon as the session is announced: right after
@@ -182,7 +183,7 @@ class ControlPlane:
 
             timing.arm(decision.when, conn, fire)
 
-    def attach_plan(self, text: str, conn: LiveSession) -> None:
+    def attach_plan(self, text: str, conn: Carrier) -> None:
         """A plan a client attached to its connection; a bad one is an error event and the session goes on."""
         try:
             fault_plan = plan.parse(text)
