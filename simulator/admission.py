@@ -145,6 +145,12 @@ class Admission:
     def __init__(self, server: RealtimeServer) -> None:
         self.server = server
         self.audio_turns: dict[str, Iterator[int]] = {}  # per client identity: the script's next transcript
+        self.handshakes = 0
+
+    def new_conn_id(self) -> str:
+        """The id of a new handshake (connection, call or sideband), numbered in arrival order."""
+        self.handshakes += 1
+        return f"conn_{self.handshakes:06d}"
 
     def credential(self, request: web.Request) -> Credential:
         return read_credential(request, azure=self.server.profile.azure)

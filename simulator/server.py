@@ -4,8 +4,9 @@ aiohttp (not the `websockets` server) because one port must take POST bodies (cl
 calls, the control API) next to the WebSocket upgrade, and because it exposes the transport: faults need
 exact control of the wire (close frames, aborts, half-open stalls, handshake statuses).
 
-Each WebSocket connection is a thin shell around a `Session` engine: frames in → `receive`, engine
-deadlines → a loop timer → `advance`, produced events → one writer task.
+Every live session is a carrier (`simulator/carrier.py`) in one registry, `carriers` (session id →
+carrier): a `WebSocketCarrier` here, a WebRTC `Call` from `/v1/realtime/calls`. Every handshake goes through
+`simulator/admission.py`. The WebRTC package (and aiortc with it) is imported on the first call.
 """
 
 from __future__ import annotations
@@ -109,7 +110,6 @@ class RealtimeServer:
         self.tokens = tokens or TokenAuthority()
         self.script = Script.load(self.config.script) if self.config.script else None
         self.carriers: dict[str, Carrier] = {}  # session id → its carrier, over either transport
-        self.connection_count = 0
         self.faults = FaultState()
         self._webrtc: WebRTCEndpoint | None = None  # made on first use: aiortc loads only for WebRTC
         self.admission = Admission(self)
@@ -212,17 +212,13 @@ class RealtimeServer:
             return [conn]
         return self.live_connections(self.target_key_id(target))
 
-    def _new_conn_id(self) -> str:
-        self.connection_count += 1
-        return f"conn_{self.connection_count:06d}"
-
     # ---- WebSocket ----------------------------------------------------------------------------------
 
     async def realtime_websocket(self, request: web.Request) -> web.StreamResponse:
         if "call_id" in request.query:
             return await self.webrtc.sideband(request)
         admission = self.admission
-        conn_id = self._new_conn_id()
+        conn_id = admission.new_conn_id()
         handshake = admission.handshake(request, conn_id, "websocket")
         try:
             if request.headers.get("Upgrade", "").lower() != "websocket":

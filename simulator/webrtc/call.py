@@ -74,7 +74,6 @@ class Call(Carrier):
         self.endpoint = endpoint
         self.id = call_id
         self.token_id = token_id
-        self.created_at = self.loop.time()
         self.gate = UdpGate()
         self.track = ModelAudioTrack(on_started=self._audio_started, on_stopped=self._audio_stopped)
         self.caller_audio = CallerAudio()
@@ -85,7 +84,6 @@ class Call(Carrier):
         self.pending_truncations: list[ClearedAudio] = []
         self.transport_log: list[tuple[float, str, str]] = []  # (loop time, what, state): what the server saw
         self.begun = False
-        self.close_reason: str | None = None
         self._end_cause: tuple[str, str] | None = None  # (reason, by) of a server-side action underway
         self._closing = False
         self._caller_task: asyncio.Task[None] | None = None
@@ -334,7 +332,7 @@ class Call(Carrier):
         """End the call now: record the close, then tear the peer connection down in the background."""
         if self.ended:
             return
-        self.closed_by, self.close_reason = by, reason
+        self.closed_by = by
         self._finish()
         if self.begun:
             self.record_close(code, reason, by, transport="webrtc", call_id=self.id)

@@ -43,8 +43,8 @@ class WebRTCEndpoint:
     # ---- POST /v1/realtime/calls ---------------------------------------------------------------------
 
     async def create_call(self, request: web.Request) -> web.Response:
-        server, admission = self.server, self.server.admission
-        conn_id = server._new_conn_id()
+        admission = self.server.admission
+        conn_id = admission.new_conn_id()
         handshake = admission.handshake(request, conn_id, "webrtc")
         admitted: Admitted | None = None
         try:
@@ -149,8 +149,8 @@ class WebRTCEndpoint:
     # ---- the sideband: GET /v1/realtime?call_id=... --------------------------------------------------------
 
     async def sideband(self, request: web.Request) -> web.StreamResponse:
-        server, admission = self.server, self.server.admission
-        conn_id = server._new_conn_id()
+        admission = self.server.admission
+        conn_id = admission.new_conn_id()
         handshake = admission.handshake(request, conn_id, "sideband")
         admitted = None
         try:
