@@ -28,7 +28,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtsim.simulator import audio
 from rtsim.simulator.webrtc.media import OpusStream, mono_samples
-from rtsim.simulator.webrtc.net import is_loopback_host, use_loopback_candidates
+from rtsim.simulator.webrtc.net import is_loopback_host, peer_on_loopback
 
 MIC_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
@@ -120,8 +120,8 @@ class ClientCall:
         self.record_audio = record_audio
         self.on_event = on_event
         self.headers = dict(headers or {})  # extra request headers of the offer (e.g. X-Rtsim-Chaos)
-        if is_loopback_host(urlsplit(self.base_url).hostname or ""):
-            use_loopback_candidates()
+        # A simulator on loopback: offer loopback host candidates (aioice skips them by default).
+        self.loopback = is_loopback_host(urlsplit(self.base_url).hostname or "")
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel = self.pc.createDataChannel("oai-events")
         self.call_id: str | None = None
@@ -234,6 +234,8 @@ class ClientCall:
             self.pc.addTrack(self.mic)
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
+        if self.loopback:
+            peer_on_loopback(self.pc)  # its transports exist now; gathering starts with the offer
         self.t0 = self.last_inbound = time.monotonic()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         answer = await self._post_offer(self.pc.localDescription.sdp)

@@ -33,7 +33,7 @@ from ..carrier import Carrier
 from ..engine import Session
 from ..protocol import encode
 from .media import CallerAudio, ClearedAudio, ModelAudioTrack
-from .net import UdpGate, gather_on_loopback
+from .net import UdpGate, ice_transports, peer_on_loopback
 
 if TYPE_CHECKING:
     from .endpoint import WebRTCEndpoint
@@ -105,8 +105,7 @@ class Call(Carrier):
         pc.on("iceconnectionstatechange", lambda: self._log_transport("ice", pc.iceConnectionState))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if self.endpoint.loopback:
-            for ice in self._ice_transports():  # before the answer gathers candidates
-                gather_on_loopback(ice._connection)
+            peer_on_loopback(pc)  # before the answer gathers candidates
         audio_transceivers = [t for t in pc.getTransceivers() if t.kind == "audio"]
         if audio_transceivers:
             pc.addTrack(self.track)
@@ -138,10 +137,7 @@ class Call(Carrier):
     def _ice_transports(self) -> set[RTCIceTransport]:
         """The call's ICE transports: one, as everything is bundled on the first m-line."""
         assert self.pc is not None
-        transports = {t.receiver.transport.transport for t in self.pc.getTransceivers()}
-        if self.pc.sctp is not None:
-            transports.add(self.pc.sctp.transport.transport)
-        return transports
+        return ice_transports(self.pc)
 
     def _dtls_transports(self) -> set[RTCDtlsTransport]:
         assert self.pc is not None

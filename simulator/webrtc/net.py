@@ -1,5 +1,5 @@
-"""The network underneath a call: loopback host candidates (per connection, or process-wide for a client),
-and the per-call UDP gate behind the ICE faults.
+"""The network underneath a call: loopback host candidates (per peer connection), and the per-call UDP gate
+behind the ICE faults.
 
 aiortc sends everything (STUN checks and consent, DTLS, SRTP, SCTP) through aioice, and aioice owns one UDP
 socket per local candidate: a `StunProtocol` whose `datagram_received` takes what arrives and whose
@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aioice.ice
 from aioice import Connection
 
-_original_host_addresses = aioice.ice.get_host_addresses
-_loopback_only = False
-
-
-def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    if _loopback_only:
-        return ["127.0.0.1"] if use_ipv4 else ["::1"]
-    return _original_host_addresses(use_ipv4, use_ipv6)
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
+    from aiortc.rtcicetransport import RTCIceTransport
 
 
 def gather_on_loopback(connection: Connection) -> None:
@@ -43,15 +38,19 @@ def gather_on_loopback(connection: Connection) -> None:
     connection.get_component_candidates = loopback_candidates  # type: ignore[method-assign]
 
 
-def use_loopback_candidates() -> None:
-    """Gather host candidates on 127.0.0.1 only, for every peer connection in this process (a client's
-    choice: the simulator itself uses `gather_on_loopback` per call).
+def peer_on_loopback(pc: RTCPeerConnection) -> None:
+    """`gather_on_loopback` for every ICE transport the peer connection has (call it before gathering:
+    after the offer is applied on the answering side, before `setLocalDescription` on the offering side)."""
+    for transport in ice_transports(pc):
+        gather_on_loopback(transport._connection)
 
-    Process-wide because aioice looks the function up at gathering time; idempotent.
-    """
-    global _loopback_only
-    _loopback_only = True
-    aioice.ice.get_host_addresses = _host_addresses
+
+def ice_transports(pc: RTCPeerConnection) -> set[RTCIceTransport]:
+    """The peer connection's ICE transports (one once bundled on the first m-line)."""
+    transports = {t.receiver.transport.transport for t in pc.getTransceivers()}
+    if pc.sctp is not None:
+        transports.add(pc.sctp.transport.transport)
+    return transports
 
 
 def is_loopback_host(host: str) -> bool:
