@@ -1,6 +1,6 @@
 """WebRTC figures: how long a call takes to set up, and how many calls one server process holds.
 
-`bench_webrtc(levels)` runs a `RealtimeServer` (with the WebRTC extension) in this process and aiortc clients
+`bench_webrtc(levels)` runs a `RealtimeServer` in this process and aiortc clients
 in separate processes, so the server's CPU is this process's CPU (`time.process_time`, all threads: aiortc
 encodes Opus in a thread pool and decodes each caller's track in a thread of its own).
 
