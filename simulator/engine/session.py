@@ -73,16 +73,13 @@ class Session:
         audio_seed: int = 0,
         audio_turns: Iterator[int] | None = None,
     ) -> None:
-        self.ids = ids
-        self.model = model
-        self.limits = limits or Limits()
-        self.dialect = dialect
+        limits = limits or Limits()
         self.id = ids.new("sess")
         config = session_config.default_session(model_name)
         if initial_config:
             config = session_config.merge_ga(config, initial_config)
         self._state = SessionState(
-            ids=ids, model=model, limits=self.limits, dialect=dialect, config=config, now=now
+            ids=ids, model=model, limits=limits, dialect=dialect, config=config, now=now
         )
         self._conversation = Conversation(self._state, ids.new("conv"))
         self._responder = Responder(self._state, self._conversation, audio_seed=audio_seed)
@@ -96,12 +93,12 @@ class Session:
         )
         self._responder.on_finished = self._turns.model_turn_ended
         self.started_at = now
-        self.deadline = now + self.limits.max_session
-        self.expires_at = int(wall + self.limits.max_session)
-        self.deadline_wall = wall + self.limits.max_session  # expires_at is whole seconds; this is exact
-        minutes = self.limits.max_session / 60
+        self.deadline = now + limits.max_session
+        self.expires_at = int(wall + limits.max_session)
+        self.deadline_wall = wall + limits.max_session  # expires_at is whole seconds; this is exact
+        minutes = limits.max_session / 60
         self.expiry_message = f"Your session hit the maximum duration of {minutes:g} minutes."
-        self.idle_timeout = self.limits.idle_timeout
+        self.idle_timeout = limits.idle_timeout  # faults may change it on a live session
         self._handlers: dict[str, Handler] = {
             "session.update": self._on_session_update,
             "input_audio_buffer.append": self._turns.on_append,
@@ -117,6 +114,14 @@ class Session:
         }
 
     # ---- state the transports and faults read or set ------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        return self._state.limits
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._state.dialect
 
     @property
     def config(self) -> dict[str, Any]:
