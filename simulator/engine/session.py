@@ -148,10 +148,6 @@ class Session:
         return self._conversation.by_id
 
     @property
-    def conversation_id(self) -> str:
-        return self._conversation.id
-
-    @property
     def responses(self) -> list[ResponseRun]:
         return self._responder.runs
 
@@ -171,10 +167,6 @@ class Session:
     @property
     def input_buffer(self) -> bytearray:
         return self._turns.buffer
-
-    @property
-    def input_audio_ms(self) -> int:
-        return self._turns.audio_ms
 
     @property
     def fail_next_transcription(self) -> bool:
@@ -240,10 +232,6 @@ class Session:
 
     def create_response(self, params: dict[str, Any], now: float) -> ResponseRun:
         return self._responder.create(params, now)
-
-    def cancel_response(self, reason: str, now: float) -> bool:
-        """End the active in-conversation response as cancelled (client cancel or barge-in)."""
-        return self._responder.cancel(reason, now)
 
     def fail_response(self, run: ResponseRun, error: RealtimeError) -> None:
         """End a response `failed`, as a mid-response server error does."""
