@@ -1,0 +1,461 @@
+"""Responses: creation (config, context, the model's reply), paced delivery, cancel and finish, usage.
+
+A response's delivery is a generator: it emits events between yields and yields the monotonic time at
+which it wants to continue. Pacing, cancellation (client or barge-in) and session expiry are then plain
+state: `run_due` steps what is due, and closing the generator stops a response wherever it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import audio, session_config
+from ..model import Reply, count_tokens, item_text
+from ..protocol import RealtimeError
+from ..schema import AnyValue, Enum, List, Obj, OneOf, Str
+from .conversation import Conversation, Item, audio_tokens, item_tokens
+from .state import BYTES_PER_MS, SessionState, snapshot, word_pieces
+
+RESPONSE_PARAMS = Obj(
+    {
+        "conversation": OneOf((Enum(("auto", "none")), Str())),
+        "output_modalities": session_config.MODALITIES,
+        "instructions": Str(),
+        "audio": Obj({"output": Obj({"format": session_config.AUDIO_FORMAT, "voice": session_config.VOICE})}),
+        "tools": session_config.TOOLS,
+        "tool_choice": session_config.TOOL_CHOICE,
+        "max_output_tokens": session_config.MAX_OUTPUT_TOKENS,
+        "metadata": AnyValue(),
+        "prompt": AnyValue(),
+        "input": List(AnyValue()),
+        # beta names, accepted from beta sessions
+        "modalities": session_config.MODALITIES,
+        "voice": session_config.VOICE,
+        "output_audio_format": session_config.BETA_FORMAT,
+        "temperature": AnyValue(),
+        "max_response_output_tokens": session_config.MAX_OUTPUT_TOKENS,
+    }
+)
+
+
+@dataclass
+class Output:
+    """One output item of a response, with how far its delivery got (what a cancel must close)."""
+
+    item: dict[str, Any]
+    kind: Literal["audio", "text", "function_call"]
+    sent_text: str = ""
+    audio_ms: int = 0
+    part_open: bool = False
+
+
+@dataclass
+class ResponseRun:
+    id: str
+    in_conversation: bool
+    modality: str
+    config: dict[str, Any]
+    reply: Reply
+    input_tokens: int
+    created_at: float
+    metadata: dict[str, Any] | None = None
+    outputs: list[Output] = field(default_factory=list)
+    steps: Generator[float, None, None] | None = None
+    next_due: float = 0.0
+
+    @property
+    def current(self) -> Output | None:
+        return self.outputs[-1] if self.outputs else None
+
+
+class Responder:
+    """The session's responses in progress: at most one in the conversation, any number out of band."""
+
+    def __init__(self, state: SessionState, conversation: Conversation, *, audio_seed: int) -> None:
+        self.state = state
+        self.conversation = conversation
+        self.audio_seed = audio_seed
+        self.runs: list[ResponseRun] = []
+        self.count = 0  # responses created so far: the model's `response_index`
+        # A transport that carries audio out of band (WebRTC's track) takes the model's pcm16 here instead
+        # of `response.output_audio.delta` events: sink(response_id, item_id, pcm16_chunk).
+        self.audio_sink: Callable[[str, str, bytes], None] | None = None
+        self.assistant_audio_present = False  # the voice is fixed once the model has spoken
+        self.pending_server_error: RealtimeError | None = None
+        self.on_finished: Callable[[], None] = lambda: None  # called as each response ends, before its done
+
+    @property
+    def active(self) -> ResponseRun | None:
+        return next((run for run in self.runs if run.in_conversation), None)
+
+    # ---- stepping ----------------------------------------------------------------------------------
+
+    def run_due(self, now: float) -> None:
+        """Run every response step due by `now`; a pending server error fails the first with output."""
+        state = self.state
+        for run in list(self.runs):
+            while run.steps is not None and run.next_due <= now and state.close_request is None:
+                try:
+                    run.next_due = next(run.steps)
+                except StopIteration:
+                    run.steps = None
+                    state.last_activity = now
+                    if self.pending_server_error is None or run.current is None:
+                        self._finish(run, "completed", None)
+                        continue
+                if self.pending_server_error is not None and run.current is not None:
+                    error, self.pending_server_error = self.pending_server_error, None
+                    self.fail(run, error)
+
+    def cut_off(self) -> None:
+        """Stop every response where it is, without closing events (the real server just ends)."""
+        for run in self.runs:
+            if run.steps is not None:
+                run.steps.close()
+                run.steps = None
+        self.runs.clear()
+
+    # ---- client events -----------------------------------------------------------------------------
+
+    def on_create(self, event: dict[str, Any], now: float) -> None:
+        self.create(event.get("response") or {}, now)
+
+    def on_cancel(self, event: dict[str, Any], now: float) -> None:
+        wanted = event.get("response_id")
+        run = next((r for r in self.runs if r.id == wanted), None) if wanted else self.active
+        if run is None:
+            raise RealtimeError(
+                "Cancellation failed: no active response found.", code="response_cancel_not_active"
+            )
+        self._finish(run, "cancelled", {"type": "cancelled", "reason": "client_cancelled"})
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def create(self, params: dict[str, Any], now: float) -> ResponseRun:
+        in_conversation = params.get("conversation", "auto") != "none"
+        active = self.active
+        if in_conversation and active is not None:
+            raise RealtimeError(
+                f"Conversation already has an active response in progress: {active.id}. "
+                "Wait until the response is finished before creating a new one.",
+                code="conversation_already_has_active_response",
+            )
+        config = self._config(params)
+        instructions = config["instructions"]
+        tools = config["tools"]
+        if "input" in params:
+            visible = [self._input_item(raw, i) for i, raw in enumerate(params["input"])]
+        else:
+            visible = self.conversation.context_window(instructions)
+        context = [item.data for item in visible]
+        reply = self.state.model.reply(
+            context, instructions=instructions, tools=tools, response_index=self.count
+        )
+        self.count += 1
+        input_tokens = count_tokens(instructions) + sum(item.tokens for item in visible)
+        run = ResponseRun(
+            id=self.state.ids.new("resp"),
+            in_conversation=in_conversation,
+            modality=session_config.output_modality(config),
+            config=config,
+            reply=reply,
+            input_tokens=input_tokens,
+            created_at=now,
+            metadata=params.get("metadata"),
+        )
+        self.runs.append(run)
+        self.state.emit({"type": "response.created", "response": self._response_object(run, "in_progress")})
+        run.steps = self._deliver(run)
+        run.next_due = now + self.state.limits.response_latency
+        return run
+
+    def cancel(self, reason: str, now: float) -> bool:
+        """End the active in-conversation response as cancelled (client cancel or barge-in)."""
+        for run in self.runs:
+            if run.in_conversation:
+                self._finish(run, "cancelled", {"type": "cancelled", "reason": reason})
+                return True
+        return False
+
+    def fail(self, run: ResponseRun, error: RealtimeError) -> None:
+        """End a response `failed`, as a mid-response server error does."""
+        self.state.error(error)
+        self._finish(run, "failed", {"type": "failed", "error": {"type": error.type, "code": error.code}})
+
+    def inject_server_error(self) -> None:
+        """`server_error` mid-response: the active response fails now, or the next one once it has output."""
+        error = RealtimeError(
+            "The server had an error while processing your request. Sorry about that!", type="server_error"
+        )
+        run = self.active or (self.runs[0] if self.runs else None)
+        if run is not None and run.current is not None:
+            self.fail(run, error)
+        else:
+            self.pending_server_error = error
+
+    def _finish(self, run: ResponseRun, status: str, details: dict[str, Any] | None) -> None:
+        if run not in self.runs:
+            return
+        if run.steps is not None:
+            steps, run.steps = run.steps, None
+            steps.close()
+        current = run.current
+        if current is not None and current.item["status"] == "in_progress":
+            self._close_output(run, current, "completed" if status == "completed" else "incomplete")
+        self.runs.remove(run)
+        self.on_finished()
+        self.state.emit({"type": "response.done", "response": self._response_object(run, status, details)})
+        if status != "failed":
+            self.state.emit({"type": "rate_limits.updated", "rate_limits": self._rate_limits(run)})
+
+    # ---- what a response is ------------------------------------------------------------------------
+
+    def _config(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The session's response settings, overridden by the `response.create` parameters (GA or beta)."""
+        session = self.state.config
+        output = session["audio"]["output"]
+        modalities = (
+            params.get("output_modalities") or params.get("modalities") or session["output_modalities"]
+        )
+        voice = (
+            (params.get("audio") or {}).get("output", {}).get("voice")
+            or params.get("voice")
+            or output["voice"]
+        )
+        out_format = (params.get("audio") or {}).get("output", {}).get("format") or output["format"]
+        return {
+            "output_modalities": ["audio"] if "audio" in modalities else ["text"],
+            "instructions": params.get("instructions", session["instructions"]),
+            "tools": params.get("tools", session["tools"]),
+            "voice": voice,
+            "format": out_format,
+            "max_output_tokens": params.get(
+                "max_output_tokens",
+                params.get("max_response_output_tokens", session["max_output_tokens"]),
+            ),
+        }
+
+    def _input_item(self, raw: Any, index: int) -> Item:
+        """One entry of an out-of-band response's own `input`: a reference to an item, or a new item."""
+        if isinstance(raw, dict) and raw.get("type") == "item_reference":
+            return self.conversation.find(str(raw.get("id")), param=f"response.input[{index}].id")
+        return self.conversation.checked_item(raw)
+
+    def _response_object(self, run: ResponseRun, status: str, details: Any = None) -> dict[str, Any]:
+        response: dict[str, Any] = {
+            "id": run.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": details,
+            "output": [snapshot(o.item) for o in run.outputs] if status != "in_progress" else [],
+            "conversation_id": self.conversation.id if run.in_conversation else None,
+            "output_modalities": run.config["output_modalities"],
+            "max_output_tokens": run.config["max_output_tokens"],
+            "audio": {"output": {"format": run.config["format"], "voice": run.config["voice"]}},
+            "usage": None,
+            "metadata": run.metadata,
+        }
+        if status != "in_progress":
+            response["usage"] = self._usage(run)
+        return response
+
+    def _usage(self, run: ResponseRun) -> dict[str, Any]:
+        text_out = sum(count_tokens(o.sent_text) for o in run.outputs)
+        audio_out = sum(audio_tokens(o.audio_ms) for o in run.outputs)
+        input_audio = min(self.conversation.user_audio_tokens(), run.input_tokens)
+        return {
+            "total_tokens": run.input_tokens + text_out + audio_out,
+            "input_tokens": run.input_tokens,
+            "output_tokens": text_out + audio_out,
+            "input_token_details": {
+                "cached_tokens": 0,
+                "text_tokens": run.input_tokens - input_audio,
+                "audio_tokens": input_audio,
+                "image_tokens": 0,
+                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+            },
+            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
+        }
+
+    def _rate_limits(self, run: ResponseRun) -> list[dict[str, Any]]:
+        used = self._usage(run)["total_tokens"]
+        return [
+            {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+            {"name": "tokens", "limit": 40000, "remaining": max(0, 40000 - used), "reset_seconds": 0.5},
+        ]
+
+    # ---- delivery ----------------------------------------------------------------------------------
+
+    def _deliver(self, run: ResponseRun) -> Generator[float, None, None]:
+        """The GA event sequence of one response; yields the time each paced step is due."""
+        due = run.created_at + self.state.limits.response_latency
+        yield due
+        if run.reply.text or not run.reply.tool_calls:
+            yield from self._deliver_message(run, due)
+        for call in run.reply.tool_calls:
+            self._deliver_function_call(run, call.name, call.arguments, call.call_id)
+
+    def _open_output(self, run: ResponseRun, output: Output) -> None:
+        run.outputs.append(output)
+        index = len(run.outputs) - 1
+        self.state.emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": run.id,
+                "output_index": index,
+                "item": output.item,
+            }
+        )
+        if run.in_conversation:
+            previous = self.conversation.last_id
+            self.conversation.append(Item(output.item, 0))
+            self.state.emit(
+                {"type": "conversation.item.added", "previous_item_id": previous, "item": output.item}
+            )
+
+    def _deliver_message(self, run: ResponseRun, due: float) -> Generator[float, None, None]:
+        emit, limits = self.state.emit, self.state.limits  # the load hot path: one lookup, not one per chunk
+        audio_out = run.modality == "audio"
+        text = run.reply.text or ""
+        output = Output(
+            item={
+                "id": self.state.ids.new("item"),
+                "type": "message",
+                "object": "realtime.item",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            },
+            kind="audio" if audio_out else "text",
+        )
+        self._open_output(run, output)
+        ids = self._part_ids(run, output)
+        part = {"type": "audio", "transcript": ""} if audio_out else {"type": "text", "text": ""}
+        emit({"type": "response.content_part.added", **ids, "part": part})
+        output.part_open = True
+        output.item["content"] = [
+            {"type": "output_audio", "transcript": ""} if audio_out else {"type": "output_text", "text": ""}
+        ]
+        if not audio_out:
+            for piece in word_pieces(text, max(1, len(text) // 40 + 1)):
+                output.sent_text += piece
+                emit({"type": "response.output_text.delta", **ids, "delta": piece})
+            return
+        self.assistant_audio_present = True
+        pcm, bytes_per_ms = self._speech(text, run.config["format"]["type"])
+        chunk = limits.chunk_ms * bytes_per_ms
+        total_ms = len(pcm) // bytes_per_ms
+        n_chunks = max(1, math.ceil(len(pcm) / chunk))
+        pieces = word_pieces(text, n_chunks)
+        pace = limits.chunk_ms / 1000 * limits.pacing
+        for k in range(n_chunks):
+            data = pcm[k * chunk : (k + 1) * chunk]
+            output.audio_ms = min(total_ms, (k + 1) * limits.chunk_ms)
+            if self.audio_sink is not None:
+                self.audio_sink(run.id, output.item["id"], data)
+            else:
+                emit({"type": "response.output_audio.delta", **ids, "delta": base64.b64encode(data).decode()})
+            if pieces[k]:
+                output.sent_text += pieces[k]
+                emit({"type": "response.output_audio_transcript.delta", **ids, "delta": pieces[k]})
+            if k < n_chunks - 1:
+                # Yield even when unpaced (due unchanged): between chunks is where faults such as an armed
+                # server error get their chance.
+                due += pace
+                yield due
+
+    def _speech(self, text: str, fmt: str) -> tuple[bytes, int]:
+        """The reply's audio in the output format, and its bytes per millisecond.
+
+        Seeded by the session's audio seed and the text (not the response), so a load test's repeated
+        replies come from the synthesis cache; G.711 is synthesised at 8 kHz rather than resampled.
+        """
+        if fmt == "audio/pcm":
+            return audio.speech_for_text(text, seed=self.audio_seed), BYTES_PER_MS
+        narrowband = audio.speech_for_text(text, seed=self.audio_seed, rate=audio.G711_RATE)
+        samples = np.frombuffer(narrowband, "<i2")
+        encoded = audio.ulaw_encode(samples) if fmt == "audio/pcmu" else audio.alaw_encode(samples)
+        return encoded, audio.G711_RATE // 1000
+
+    def _part_ids(self, run: ResponseRun, output: Output) -> dict[str, Any]:
+        return {
+            "response_id": run.id,
+            "item_id": output.item["id"],
+            "output_index": run.outputs.index(output),
+            "content_index": 0,
+        }
+
+    def _close_output(self, run: ResponseRun, output: Output, status: str) -> None:
+        """The pending `*.done` events of an output, with what was actually delivered."""
+        emit = self.state.emit
+        ids = self._part_ids(run, output)
+        if output.part_open:
+            output.part_open = False
+            if output.kind == "audio":
+                emit({"type": "response.output_audio.done", **ids})
+                emit({"type": "response.output_audio_transcript.done", **ids, "transcript": output.sent_text})
+                part = {"type": "audio", "transcript": output.sent_text}
+                output.item["content"] = [{"type": "output_audio", "transcript": output.sent_text}]
+            else:
+                emit({"type": "response.output_text.done", **ids, "text": output.sent_text})
+                part = {"type": "text", "text": output.sent_text}
+                output.item["content"] = [{"type": "output_text", "text": output.sent_text}]
+            emit({"type": "response.content_part.done", **ids, "part": part})
+        output.item["status"] = status
+        emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": run.id,
+                "output_index": ids["output_index"],
+                "item": output.item,
+            }
+        )
+        if run.in_conversation:
+            item = self.conversation.by_id.get(output.item["id"])
+            if item is not None:  # the client may have deleted it meanwhile
+                item.audio_ms = output.audio_ms
+                item.tokens = item_tokens(item_text(output.item), output.audio_ms)
+                emit({"type": "conversation.item.done", "item": output.item})
+
+    def _deliver_function_call(self, run: ResponseRun, name: str, arguments: str, call_id: str) -> None:
+        emit = self.state.emit
+        output = Output(
+            item={
+                "id": self.state.ids.new("item"),
+                "type": "function_call",
+                "object": "realtime.item",
+                "status": "in_progress",
+                "name": name,
+                "call_id": call_id,
+                "arguments": "",
+            },
+            kind="function_call",
+        )
+        self._open_output(run, output)
+        base = {"response_id": run.id, "item_id": output.item["id"], "output_index": len(run.outputs) - 1}
+        for piece in _chunks(arguments, 16):
+            output.sent_text += piece
+            emit(
+                {"type": "response.function_call_arguments.delta", **base, "call_id": call_id, "delta": piece}
+            )
+        output.item["arguments"] = arguments
+        emit(
+            {
+                "type": "response.function_call_arguments.done",
+                **base,
+                "call_id": call_id,
+                "name": name,
+                "arguments": arguments,
+            }
+        )
+        self._close_output(run, output, "completed")
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]

@@ -1,0 +1,248 @@
+"""Input turns: the input audio buffer, server VAD, commits and their transcription, the idle nudge.
+
+Audio time is counted in milliseconds of audio from the session's first sample, never wall time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from typing import Any
+
+from .. import audio
+from ..protocol import RealtimeError
+from ..vad import VoiceActivityDetector
+from .conversation import Conversation, Item, audio_tokens
+from .responses import Responder
+from .state import BYTES_PER_MS, SessionState, word_pieces
+
+# semantic_vad has no silence setting; its eagerness maps to one (low waits longest for the user to go on).
+SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 400}
+# Transcript of a user audio turn that no script describes (stated, so tests and users can recognise it).
+UNSCRIPTED_TRANSCRIPT = "[unscripted audio: {ms} ms]"
+
+
+class InputTurns:
+    """The caller's side: audio in, turns detected or committed, each one a user item with a transcript."""
+
+    def __init__(
+        self,
+        state: SessionState,
+        conversation: Conversation,
+        responder: Responder,
+        *,
+        audio_turns: Iterator[int],
+    ) -> None:
+        self.state = state
+        self.conversation = conversation
+        self.responder = responder  # a turn starts a response; speech interrupts one
+        # Which scripted transcript the next user audio turn gets (a counter the caller may share).
+        self.audio_turns = audio_turns
+        self.buffer = bytearray()
+        self.samples = 0
+        self.g711_resampler: audio.Resampler | None = None
+        self.vad: VoiceActivityDetector | None = None
+        self.turn_item_id: str | None = None
+        self.turn_start_ms = 0
+        self.idle_from_ms = 0  # input audio time from which `idle_timeout_ms` of silence is counted
+        self.fail_next_transcription = False
+        self.configure_vad()
+
+    @property
+    def audio_ms(self) -> int:
+        """Input audio received so far, in milliseconds."""
+        return self.samples * 1000 // audio.SAMPLE_RATE
+
+    @property
+    def _turn_detection(self) -> dict[str, Any]:
+        return self.state.config["audio"]["input"]["turn_detection"] or {}
+
+    def model_turn_ended(self) -> None:
+        """The idle timeout counts from the end of the model's turn."""
+        self.idle_from_ms = self.audio_ms
+
+    # ---- client events -----------------------------------------------------------------------------
+
+    def on_append(self, event: dict[str, Any], now: float) -> None:
+        try:
+            raw = base64.b64decode(event["audio"], validate=True)
+        except (binascii.Error, ValueError):
+            raise RealtimeError(
+                "Invalid 'audio'. Expected base64-encoded audio bytes.", code="invalid_value", param="audio"
+            ) from None
+        self.append_audio(self._to_pcm16(raw), now)
+
+    def on_commit(self, event: dict[str, Any], now: float) -> None:
+        ms = len(self.buffer) / BYTES_PER_MS
+        if ms < 100:
+            raise RealtimeError(
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+                f"but buffer only has {ms:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+            )
+        self._commit(now, item_id=self.state.ids.new("item"), audio_ms=int(ms))
+        if self.vad is not None:
+            self.vad.reset()
+
+    def on_clear(self, event: dict[str, Any], now: float) -> None:
+        self.buffer.clear()
+        if self.vad is not None:
+            self.vad.reset()
+        self.turn_item_id = None
+        self.state.emit({"type": "input_audio_buffer.cleared"})
+
+    # ---- audio in ----------------------------------------------------------------------------------
+
+    def append_audio(self, pcm16: bytes, now: float) -> None:
+        """Caller audio (pcm16 24 kHz) from any transport: the WebSocket's append events or a WebRTC track."""
+        self.state.last_activity = now
+        self.buffer += pcm16
+        self.samples += len(pcm16) // 2
+        if self.vad is None:
+            return
+        for vad_event in self.vad.feed(pcm16):
+            if vad_event.kind == "speech_started":
+                self._speech_started(vad_event.audio_ms, now)
+            else:
+                self._speech_stopped(vad_event.audio_ms, now)
+        self._check_idle(now)
+
+    def _to_pcm16(self, raw: bytes) -> bytes:
+        fmt = self.state.config["audio"]["input"]["format"]["type"]
+        if fmt == "audio/pcm":
+            return raw[: len(raw) - len(raw) % 2]
+        if self.g711_resampler is None:  # one streaming resampler: chunk edges join seamlessly
+            self.g711_resampler = audio.Resampler(audio.G711_RATE, audio.SAMPLE_RATE)
+        decoded = audio.ulaw_decode(raw) if fmt == "audio/pcmu" else audio.alaw_decode(raw)
+        return audio.to_pcm(self.g711_resampler.process(decoded))
+
+    def configure_vad(self) -> None:
+        """Server VAD as `turn_detection` says: off (manual commits), server_vad, or semantic_vad."""
+        settings = self.state.config["audio"]["input"]["turn_detection"]
+        if settings is None:
+            self.vad = None
+            return
+        if settings["type"] == "semantic_vad":
+            params = {
+                "threshold": 0.5,
+                "prefix_padding_ms": 300,
+                "silence_duration_ms": SEMANTIC_SILENCE_MS[settings.get("eagerness", "auto")],
+            }
+        else:
+            params = {
+                "threshold": settings["threshold"],
+                "prefix_padding_ms": settings["prefix_padding_ms"],
+                "silence_duration_ms": settings["silence_duration_ms"],
+            }
+        if self.vad is None:
+            self.vad = VoiceActivityDetector(start_ms=self.audio_ms, **params)
+        else:
+            self.vad.configure(**params)
+
+    # ---- turns -------------------------------------------------------------------------------------
+
+    def _speech_started(self, audio_start_ms: int, now: float) -> None:
+        self.turn_item_id = self.state.ids.new("item")
+        self.turn_start_ms = audio_start_ms
+        self.state.emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": audio_start_ms,
+                "item_id": self.turn_item_id,
+            }
+        )
+        if self._turn_detection.get("interrupt_response", True) and self.responder.active is not None:
+            self.responder.cancel("turn_detected", now)  # barge-in: the response ends, its audio stops
+
+    def _speech_stopped(self, audio_end_ms: int, now: float) -> None:
+        item_id = self.turn_item_id or self.state.ids.new("item")
+        self.state.emit(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms, "item_id": item_id}
+        )
+        self._commit(now, item_id=item_id, audio_ms=max(0, audio_end_ms - self.turn_start_ms))
+        self.turn_item_id = None
+        self.idle_from_ms = audio_end_ms
+        if self._turn_detection.get("create_response", True) and self.responder.active is None:
+            self.responder.create({}, now)
+
+    def _check_idle(self, now: float) -> None:
+        """`idle_timeout_ms` of silence after the model finished: timeout_triggered, then a nudge response."""
+        idle_ms = self._turn_detection.get("idle_timeout_ms")
+        if not idle_ms or self.vad is None or self.vad.in_speech or self.responder.runs:
+            return
+        now_ms = self.audio_ms
+        if now_ms - self.idle_from_ms < idle_ms:
+            return
+        item_id = self.state.ids.new("item")
+        self.state.emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": self.idle_from_ms,
+                "audio_end_ms": now_ms,
+                "item_id": item_id,
+            }
+        )
+        self._commit(now, item_id=item_id, audio_ms=now_ms - self.idle_from_ms)
+        self.idle_from_ms = now_ms
+        self.responder.create({}, now)
+
+    def _commit(self, now: float, *, item_id: str, audio_ms: int) -> Item:
+        """The buffer becomes a user audio item (committed, added, done), then its transcription events."""
+        self.buffer.clear()
+        previous = self.conversation.last_id
+        self.state.emit(
+            {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous}
+        )
+        transcript = self.state.model.transcribe(next(self.audio_turns))
+        data = {
+            "id": item_id,
+            "type": "message",
+            "object": "realtime.item",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": transcript}],
+        }
+        item = self.conversation.insert(Item(data, audio_tokens(audio_ms), audio_ms=audio_ms), previous)
+        if self.state.config["audio"]["input"]["transcription"] is not None:
+            self._transcribe(item_id, transcript, audio_ms)
+        return item
+
+    def _transcribe(self, item_id: str, transcript: str | None, audio_ms: int) -> None:
+        """The transcription model's events for a user audio item (scripted text, or a stated placeholder)."""
+        emit = self.state.emit
+        if self.fail_next_transcription:
+            self.fail_next_transcription = False
+            emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.failed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "error": {
+                        "type": "transcription_error",
+                        "code": "audio_unintelligible",
+                        "message": "Audio could not be transcribed.",
+                        "param": None,
+                    },
+                }
+            )
+            return
+        text = transcript if transcript is not None else UNSCRIPTED_TRANSCRIPT.format(ms=audio_ms)
+        for piece in word_pieces(text, max(1, len(text.split()) // 3)):
+            emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "delta": piece,
+                }
+            )
+        emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": text,
+                "usage": {"type": "duration", "seconds": round(audio_ms / 1000, 3)},
+            }
+        )
