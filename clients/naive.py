@@ -36,8 +36,8 @@ from rtsim.clients.common import (
     EXIT_USAGE,
     ClientEnv,
     JsonLog,
+    ScheduledTurn,
     TurnSchedule,
-    TurnSpec,
     UsageError,
     append_event,
     create_item,
@@ -89,7 +89,7 @@ class NaiveAgent:
             error = event.get("error") or {}
             self.log("error", code=error.get("code"), message=error.get("message"))
 
-    async def say(self, turn: TurnSpec) -> bool:
+    async def say(self, turn: ScheduledTurn) -> bool:
         """Hand a user turn to this session; False if it is not connected (the turn is lost)."""
         websocket = self.websocket
         if not self.running or websocket is None:
