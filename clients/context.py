@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtsim.clients.common import create_item, message_item
+
+if TYPE_CHECKING:
+    from rtsim.clients.link import Link
 
 # (role, text): one entry of the conversation as a client remembers it; role is "user" or "assistant".
 Entry = tuple[str, str]
@@ -54,3 +57,44 @@ class Restore:
     @property
     def last_item_id(self) -> str:
         return str(self.items[-1]["id"])
+
+
+class ConversationMemory:
+    """The conversation as the reference client keeps it, and how much of it each session already holds.
+
+    A finished turn is remembered as the user's words (what the server heard of an audio turn) and, if the
+    user heard it whole, the reply; an interrupted reply is not restored. A session's `remembered` counts the
+    entries it holds, so a rotation can append what the old session finished after the new one was restored.
+    """
+
+    def __init__(self, recent_turns: int) -> None:
+        self.entries: list[Entry] = []
+        self.keep = recent_turns * 2  # a turn is two entries: the user's words and the reply
+
+    def remember(self, link: Link, user_text: str, reply: str | None) -> None:
+        self.entries.append(("user", user_text))
+        if reply:
+            self.entries.append(("assistant", reply))
+        if link.remembered == len(self.entries) - (2 if reply else 1):
+            link.remembered = len(self.entries)  # this session holds everything the client remembers
+
+    async def restore(self, link: Link, *, timeout: float) -> tuple[Restore, bool] | None:
+        """Give a new session the conversation so far and wait until it has it all.
+
+        None if there is nothing to restore; else the restore and whether the server accepted every item.
+        """
+        entries = list(self.entries)
+        if not entries:
+            return None
+        restore = Restore.of(entries, keep=self.keep, id_stem=f"ctx{link.number}")
+        accepted = await link.send_acknowledged(restore.events(), timeout)
+        link.remembered = len(entries)
+        return restore, accepted
+
+    async def catch_up(self, link: Link) -> int:
+        """Append to `link` the entries it does not hold yet; how many there were."""
+        missing = self.entries[link.remembered :]
+        for role, text in missing:
+            await link.send(create_item(message_item(role, text)))
+        link.remembered = len(self.entries)
+        return len(missing)

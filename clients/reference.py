@@ -15,15 +15,15 @@ It is written to be read. Each pattern lives in one place:
                      context, takes over between turns, and the old one is closed with 1000 — the user never
                      meets the cap. A turn due within half a lead of the handoff starts it (and goes to the
                      new session); a user turn over the old session's reply hands over at once.
-- context restore    `context.Restore`, sent by `ReferenceClient._restore`: every new session gets a system
+- context restore    `context.ConversationMemory` and `context.Restore`: every new session gets a system
                      summary at `previous_item_id: "root"` plus the recent turns as GA items (`input_text` /
                      `output_text`).
 - no turn lost       `link.TrackedTurn`, `_dispatch`, `_abandon`: a turn due while disconnected waits for the
                      next session; one cut off by a drop, or failed by a server_error, is asked again once;
                      nothing is asked twice otherwise.
-- barge-in           `link.Playback`, `_barge_in`, `_on_speech_started`: assistant audio "plays" in real time
-                     from its first delta; a user turn over it cancels the response and truncates the item at
-                     the position played (never beyond the audio received).
+- barge-in           `barge_in.BargeIn`: assistant audio "plays" in real time from its first delta; a user
+                     turn over it cancels the response and truncates the item at the position played (never
+                     beyond the audio received).
 - liveness           the websockets keepalive (ping every RTSIM_PING_INTERVAL, dead after RTSIM_PING_TIMEOUT)
                      and `_watchdog` (a response asked for or underway and nothing heard for
                      RTSIM_RESPONSE_TIMEOUT) turn a stall into a reconnect.
@@ -47,8 +47,8 @@ from typing import Any, TextIO
 import aiohttp
 from websockets.exceptions import ConnectionClosed
 
+from rtsim.clients.barge_in import BargeIn
 from rtsim.clients.common import (
-    BYTES_PER_MS,
     EXIT_FATAL,
     EXIT_OK,
     EXIT_USAGE,
@@ -58,16 +58,15 @@ from rtsim.clients.common import (
     UsageError,
     append_event,
     create_item,
-    decoded_length,
     message_item,
     response_text,
     run_cli,
     stream_utterance,
     utterance,
 )
-from rtsim.clients.context import Restore
+from rtsim.clients.context import ConversationMemory
 from rtsim.clients.handshake import CLOSE_TIMEOUT, handshake, session_created
-from rtsim.clients.link import Link, Playback, TrackedTurn
+from rtsim.clients.link import Link, TrackedTurn
 from rtsim.clients.reconnect import FATAL_CLOSE_CODES, Backoff, Fatal, ReconnectBudget, Retry
 from rtsim.clients.rotation import HandoffSchedule
 from rtsim.clients.tokens import TokenSource
@@ -163,7 +162,8 @@ class ReferenceClient:
         self.links: list[Link] = []  # every open link: two during a rotation
         self.turns: list[TrackedTurn] = []
         self.queue: deque[TrackedTurn] = deque()
-        self.memory: list[tuple[str, str]] = []  # (role, text): the conversation as the client keeps it
+        self.memory = ConversationMemory(self.settings.recent_turns)
+        self.barge_in = BargeIn(log, self._interrupt)
         self.wake = asyncio.Event()
         self.link_count = 0
         self.loop = asyncio.get_running_loop()
@@ -331,13 +331,10 @@ class ReferenceClient:
         return link
 
     async def _restore(self, link: Link) -> None:
-        """Give a new session the conversation so far (`context.Restore`), and wait until it has it all."""
-        entries = list(self.memory)
-        if not entries:
+        restored = await self.memory.restore(link, timeout=self.settings.open_timeout)
+        if restored is None:
             return
-        restore = Restore.of(entries, keep=self.settings.recent_turns * 2, id_stem=f"ctx{link.number}")
-        accepted = await link.send_acknowledged(restore.events(), self.settings.open_timeout)
-        link.remembered = len(entries)
+        restore, accepted = restored
         self.log(
             "context_restored",
             session=link.session_id,
@@ -375,7 +372,7 @@ class ReferenceClient:
         if kind in ("conversation.item.done", "conversation.item.created"):  # GA, beta
             self._on_item(link, event.get("item") or {})
         elif kind == "input_audio_buffer.speech_started":
-            await self._on_speech_started(link, now)
+            await self.barge_in.on_speech_started(link, now)
         elif kind == "input_audio_buffer.committed":
             if link.response_id is None:
                 link.awaiting_since = now  # server VAD answers a committed turn: a response is due
@@ -387,7 +384,7 @@ class ReferenceClient:
                 turn.response_id = response_id
                 link.response_turns[response_id] = turn
         elif kind in ("response.output_audio.delta", "response.audio.delta"):
-            self._on_audio(link, event, now)
+            self.barge_in.on_audio(link, event, now)
         elif kind == "response.done":
             await self._on_response_done(link, event.get("response") or {}, now)
         elif kind == "error":
@@ -404,15 +401,6 @@ class ReferenceClient:
             for part in item.get("content") or ():
                 if part.get("type") == "input_audio" and part.get("transcript"):
                     turn.heard = part["transcript"]
-
-    def _on_audio(self, link: Link, event: dict[str, Any], now: float) -> None:
-        response_id, item_id = str(event.get("response_id")), str(event.get("item_id"))
-        if response_id in link.cancelled:
-            return  # already silenced by a barge-in
-        playback = link.playback
-        if playback is None or playback.item_id != item_id:
-            playback = link.playback = Playback(item_id, response_id, started_at=now)
-        playback.received_ms += decoded_length(str(event.get("delta", ""))) / BYTES_PER_MS
 
     def _on_error(self, link: Link, error: dict[str, Any]) -> None:
         code = error.get("code")
@@ -433,10 +421,7 @@ class ReferenceClient:
         if link.response_id == response_id:
             link.response_id = None
         link.responses_done += 1
-        deferred = link.deferred_truncate
-        if deferred is not None and deferred[0] == response_id:
-            link.deferred_truncate = None
-            await self._truncate(link, deferred[1], deferred[2], received_ms=None)
+        await self.barge_in.on_response_done(link, response_id)
         turn = link.response_turns.pop(response_id, None)
         text = response_text(response)
         details = response.get("status_details") or {}
@@ -477,11 +462,7 @@ class ReferenceClient:
         self._remember(link, turn, None)
 
     def _remember(self, link: Link, turn: TrackedTurn, reply: str | None) -> None:
-        self.memory.append(("user", turn.heard or turn.spec.say))
-        if reply:
-            self.memory.append(("assistant", reply))
-        if link.remembered == len(self.memory) - (2 if reply else 1):
-            link.remembered = len(self.memory)  # this session holds everything the client remembers
+        self.memory.remember(link, turn.heard or turn.spec.say, reply)
 
     # ---- serving one session -----------------------------------------------------------------------------
 
@@ -583,7 +564,7 @@ class ReferenceClient:
 
     async def _send_turn(self, link: Link, turn: TrackedTurn, now: float) -> None:
         if not turn.backlog and turn.spec.mode == "text":
-            await self._barge_in(link, now)
+            await self.barge_in.typed_over(link, now)
         turn.sends += 1
         turn.status, turn.response_id = "sent", None
         link.inflight = turn
@@ -613,63 +594,6 @@ class ReferenceClient:
             if link.streaming is asyncio.current_task():
                 link.streaming = None
             self.wake.set()
-
-    # ---- barge-in ------------------------------------------------------------------------------------------
-
-    async def _barge_in(self, link: Link, now: float) -> None:
-        """A typed turn over the assistant: cancel the response, truncate what was not heard.
-
-        Spoken turns do the same through server VAD: it cancels the response (interrupt_response) and
-        `_on_speech_started` truncates.
-        """
-        playback = link.playback
-        response_id = link.response_id
-        if response_id is not None:
-            link.cancelled.add(response_id)
-            interrupted = link.response_turns.get(response_id)
-            if interrupted is not None and interrupted.status == "sent":
-                self._interrupt(link, interrupted)
-            self.log("barge_in", action="cancel", response=response_id, session=link.session_id)
-            # Sent before the truncate: the server closes the item (fixing its audio length) on cancel.
-            await link.send({"type": "response.cancel", "response_id": response_id})
-        if playback is not None and playback.playing(now):
-            await self._truncate(link, playback.item_id, playback.played_ms(now), playback.received_ms)
-        link.playback = None
-
-    async def _on_speech_started(self, link: Link, now: float) -> None:
-        playback = link.playback
-        link.playback = None  # the user talks: local playback stops
-        if playback is None or not playback.playing(now):
-            return
-        played = playback.played_ms(now)
-        if link.response_id == playback.response_id:
-            # The server cancels this response for the barge-in; truncate once it is closed, not before.
-            link.deferred_truncate = (playback.response_id, playback.item_id, played)
-            self.log(
-                "barge_in", action="await_cancel", response=playback.response_id, session=link.session_id
-            )
-        else:
-            await self._truncate(link, playback.item_id, played, playback.received_ms)
-
-    async def _truncate(self, link: Link, item_id: str, played_ms: int, received_ms: float | None) -> None:
-        if played_ms <= 0:
-            return  # nothing was heard; the real API rejects audio_end_ms 0
-        self.log(
-            "barge_in",
-            action="truncate",
-            item=item_id,
-            audio_end_ms=played_ms,
-            received_ms=int(received_ms) if received_ms is not None else None,
-            session=link.session_id,
-        )
-        await link.send(
-            {
-                "type": "conversation.item.truncate",
-                "item_id": item_id,
-                "content_index": 0,
-                "audio_end_ms": played_ms,
-            }
-        )
 
     # ---- rotation ----------------------------------------------------------------------------------------
 
@@ -721,12 +645,9 @@ class ReferenceClient:
 
     async def _catch_up(self, new: Link) -> None:
         """Turns the old session finished after the new one was restored: append them to the new one."""
-        missing = self.memory[new.remembered :]
-        for role, text in missing:
-            await new.send(create_item(message_item(role, text)))
-        new.remembered = len(self.memory)
-        if missing:
-            self.log("context_caught_up", session=new.session_id, items=len(missing))
+        caught_up = await self.memory.catch_up(new)
+        if caught_up:
+            self.log("context_caught_up", session=new.session_id, items=caught_up)
 
     # ---- losing and closing sessions ---------------------------------------------------------------------
 
