@@ -2,8 +2,8 @@
 
 The naive client (a fixed-delay auto-restart loop) and the SDK's own reconnect both come back after a drop
 with an empty session, which the scripted model exposes ("I don't know your name."); the naive client also
-retries an invalid key forever. Then: each client as a subprocess against `rtsim serve` (the harness's path), and audio turns through
-server VAD.
+retries an invalid key forever. Then: each client as a subprocess against `rtsim serve` (the harness's path),
+and audio turns through server VAD.
 """
 
 from __future__ import annotations
