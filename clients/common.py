@@ -39,8 +39,8 @@ class UsageError(Exception):
 
 
 @dataclass(frozen=True)
-class TurnSpec:
-    """One user turn of the scenario: what the user says, when, and how."""
+class ScheduledTurn:
+    """One user turn as the client schedules it: its place in time order, when it is due, what and how."""
 
     index: int
     at: float  # seconds since the client started
@@ -49,10 +49,16 @@ class TurnSpec:
 
 
 @dataclass(frozen=True)
-class Scenario:
+class ClientScenario:
+    """The scenario as a client reads it from RTSIM_SCENARIO: the user's turns and the app's session setup.
+
+    Not the harness's `rtsim.scenarios.spec.Scenario` (faults, checks, server settings): a client only ever
+    sees this JSON side of it (clients/README.md).
+    """
+
     name: str
     model: str
-    turns: tuple[TurnSpec, ...]
+    turns: tuple[ScheduledTurn, ...]
     end_at: float
     instructions: str | None = None
     tools: tuple[dict[str, Any], ...] = ()
@@ -69,7 +75,7 @@ class Scenario:
         return config
 
 
-def parse_scenario(data: Any) -> Scenario:
+def parse_scenario(data: Any) -> ClientScenario:
     """Validate a scenario document (see clients/README.md); turns are ordered by time."""
     if not isinstance(data, dict):
         raise UsageError("the scenario must be a JSON object")
@@ -81,17 +87,17 @@ def parse_scenario(data: Any) -> Scenario:
     raw_turns = data.get("turns")
     if not isinstance(raw_turns, list):
         raise UsageError("'turns' must be a list")
-    turns: list[TurnSpec] = []
+    turns: list[ScheduledTurn] = []
     for position, raw in enumerate(raw_turns):
         if not isinstance(raw, dict) or not _is_time(raw.get("at")) or not isinstance(raw.get("say"), str):
             raise UsageError(f"turns[{position}] needs a numeric 'at' >= 0 and a string 'say'")
         mode = raw.get("mode", "text")
         if mode not in ("text", "audio"):
             raise UsageError(f"turns[{position}].mode must be 'text' or 'audio', not {mode!r}")
-        turns.append(TurnSpec(index=0, at=float(raw["at"]), say=raw["say"], mode=mode))
+        turns.append(ScheduledTurn(index=0, at=float(raw["at"]), say=raw["say"], mode=mode))
     turns.sort(key=lambda turn: turn.at)  # stable: equal times keep the file's order
     indexed = tuple(
-        TurnSpec(index=i, at=turn.at, say=turn.say, mode=turn.mode) for i, turn in enumerate(turns)
+        ScheduledTurn(index=i, at=turn.at, say=turn.say, mode=turn.mode) for i, turn in enumerate(turns)
     )
     instructions = data.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
@@ -99,7 +105,7 @@ def parse_scenario(data: Any) -> Scenario:
     tools = data.get("tools") or []
     if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
         raise UsageError("'tools' must be a list of objects")
-    return Scenario(
+    return ClientScenario(
         name=name,
         model=model,
         turns=indexed,
@@ -116,7 +122,7 @@ def _is_time(value: Any) -> bool:
     )
 
 
-def load_scenario(path: str) -> Scenario:
+def load_scenario(path: str) -> ClientScenario:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -136,7 +142,7 @@ class ClientEnv:
 
     base_url: str
     api_key: str
-    scenario: Scenario
+    scenario: ClientScenario
     seed: int | None
     raw: Mapping[str, str] = field(repr=False)
 
@@ -215,16 +221,16 @@ class JsonLog:
 class TurnSchedule:
     """The scenario's turns, released at their times relative to the client's start (event-loop time)."""
 
-    def __init__(self, turns: tuple[TurnSpec, ...], started_at: float) -> None:
+    def __init__(self, turns: tuple[ScheduledTurn, ...], started_at: float) -> None:
         self.turns = turns
         self.started_at = started_at
 
     @classmethod
-    def for_scenario(cls, scenario: Scenario, started_at: float) -> TurnSchedule:
+    def for_scenario(cls, scenario: ClientScenario, started_at: float) -> TurnSchedule:
         """The turns the user gets to say: a turn due after end_at never is."""
         return cls(tuple(turn for turn in scenario.turns if turn.at <= scenario.end_at), started_at)
 
-    async def play(self) -> AsyncIterator[TurnSpec]:
+    async def play(self) -> AsyncIterator[ScheduledTurn]:
         """Yield each turn when it is due; a consumer that falls behind gets overdue turns at once."""
         loop = asyncio.get_running_loop()
         for turn in self.turns:

@@ -1,6 +1,6 @@
-"""The naive client: seed 004's auto-restart loop, as that voice app shipped it.
+"""The naive client: the auto-restart loop a typical voice app ships with.
 
-What the seed describes, and nothing worse:
+What such an app does, and nothing worse:
 - `main()` loops forever: a fresh agent (one WebSocket, one new session) each time round.
 - `ConnectionClosedOK` (the server closed 1000/1001, e.g. the 60-minute cap) → "Auto-restarting in 3 seconds";
   `ConnectionClosedError` (1006, 1011, 3000, ...) → 5 s; any other error (a refused handshake, a DNS failure)
@@ -11,7 +11,7 @@ What the seed describes, and nothing worse:
   session)".
 - The API key goes straight on the WebSocket; no ephemeral tokens, no rotation before the cap, no watchdog of
   its own (the websockets library's default keepalive — a ping every 20 s, 20 s to answer — still runs, as it
-  did in the seed's app).
+  does in such an app).
 - The microphone does not wait for the connection: a turn spoken while no session is live (the "3-5 second
   silence") goes nowhere, and one whose reply was cut off is not asked again.
 - Ctrl+C ends it cleanly; here the user's Ctrl+C is the scenario's `end_at`, after which it closes 1000 and
@@ -36,8 +36,8 @@ from rtsim.clients.common import (
     EXIT_USAGE,
     ClientEnv,
     JsonLog,
+    ScheduledTurn,
     TurnSchedule,
-    TurnSpec,
     UsageError,
     append_event,
     create_item,
@@ -55,7 +55,7 @@ OTHER_ERROR_DELAY = 10.0  # anything else
 
 
 class NaiveAgent:
-    """One connection, one session: the seed's `StandaloneRealtimeAVA`."""
+    """One connection, one session: the app's voice agent."""
 
     def __init__(self, env: ClientEnv, log: JsonLog) -> None:
         self.env, self.log = env, log
@@ -63,7 +63,7 @@ class NaiveAgent:
         self.running = False
 
     async def run(self) -> None:
-        """Connect, configure, and read events until the connection closes (which raises, as in the seed)."""
+        """Connect, configure, and read events until the connection closes (which raises, as in the app)."""
         self.websocket = await websockets.connect(
             self.env.realtime_url(), additional_headers={"Authorization": f"Bearer {self.env.api_key}"}
         )
@@ -73,7 +73,7 @@ class NaiveAgent:
             json.dumps({"type": "session.update", "session": self.env.scenario.session_config()})
         )
         while True:
-            # recv(), not `async for`: a normal close must surface as ConnectionClosedOK, which the seed's
+            # recv(), not `async for`: a normal close must surface as ConnectionClosedOK, which the app's
             # main() catches as "session expired".
             event = json.loads(await self.websocket.recv())
             self.handle(event)
@@ -89,7 +89,7 @@ class NaiveAgent:
             error = event.get("error") or {}
             self.log("error", code=error.get("code"), message=error.get("message"))
 
-    async def say(self, turn: TurnSpec) -> bool:
+    async def say(self, turn: ScheduledTurn) -> bool:
         """Hand a user turn to this session; False if it is not connected (the turn is lost)."""
         websocket = self.websocket
         if not self.running or websocket is None:
@@ -106,7 +106,7 @@ class NaiveAgent:
         return True
 
     async def cleanup(self) -> None:
-        """The seed's cleanup(): stop, then close the WebSocket, ignoring every error."""
+        """The app's cleanup(): stop, then close the WebSocket, ignoring every error."""
         self.running = False
         if self.websocket is not None:
             with contextlib.suppress(Exception):
@@ -114,7 +114,7 @@ class NaiveAgent:
 
 
 class NaiveApp:
-    """The seed's `main()` with its microphone: the restart loop, and turns spoken into whatever is live."""
+    """The app's `main()` with its microphone: the restart loop, and turns spoken into whatever is live."""
 
     def __init__(self, env: ClientEnv, log: JsonLog) -> None:
         self.env, self.log = env, log

@@ -36,8 +36,8 @@ from rtsim.clients.common import (
     EXIT_USAGE,
     ClientEnv,
     JsonLog,
+    ScheduledTurn,
     TurnSchedule,
-    TurnSpec,
     UsageError,
     message_item,
     response_text,
@@ -123,7 +123,7 @@ class SdkClient:
                 continue
             self.log("turn_sent", turn=turn.index, mode=turn.mode, text=turn.say)
 
-    async def say(self, connection: AsyncRealtimeConnection, turn: TurnSpec) -> None:
+    async def say(self, connection: AsyncRealtimeConnection, turn: ScheduledTurn) -> None:
         if turn.mode == "text":
             await connection.conversation.item.create(item=message_item("user", turn.say))  # type: ignore[arg-type]
             await connection.response.create()

@@ -24,12 +24,13 @@ Setup is bounded too: a call whose data channel is not open within `setup_timeou
 which aiortc would wait out for ~64 s) is abandoned for a new one. Nothing is sent before the channel is open
 (`RTCDataChannel.send` refuses, as a browser does, and a client that ignores it breaks on a late channel).
 
-Context restore: a new call is a new session that knows nothing. The client keeps the conversation's turns
-(from `conversation.item.done` and input transcriptions) and, on every new call, puts them back: a system
-message at `root` summarising the older turns, then the most recent turns replayed as items (user
-`input_text`,
-assistant `output_text` — not `text`, which the API rejects). Rotation before the session cap uses the same
-restore, make-before-break, so the conversation survives the 60-minute limit without a gap.
+Context restore: a new call is a new session that knows nothing. The client keeps the conversation's messages
+(from `conversation.item.done` and input transcriptions) and, on every new call, puts them back as the
+WebSocket reference client does (`context.Restore`): a system message at `root` summarising the older ones,
+then the most recent replayed as items (user `input_text`, assistant `output_text` — not `text`, which the API
+rejects). Rotation before the session cap uses the same restore, make-before-break, so the conversation
+survives the 60-minute limit without a gap. Backoff between failed attempts and the rotation lead are the
+WebSocket client's too (`reconnect.Backoff`, without jitter; `rotation.rotation_lead`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ from rtsim.clients.common import (
     run_cli,
     utterance,
 )
+from rtsim.clients.context import Restore
+from rtsim.clients.reconnect import Backoff
+from rtsim.clients.rotation import rotation_lead
 from rtsim.clients.webrtc_call import (
     CallAbandoned,
     CallRefused,
@@ -75,12 +79,10 @@ class Settings:
     setup_timeout: float = 8.0  # offer → data channel open → session.created
     silence_after: float = 0.5  # nothing received this long: the path is 'disconnected' (25 lost RTP packets)
     grace: float = 2.0  # 'disconnected' this long: dead, reconnect (transient cuts recover within it)
-    rotate_lead_max: float = (
-        60.0  # rotate min(this, fraction × lifetime) before the cap (session.expires_at):
-    )
-    rotate_lead_fraction: float = 0.2  # a real hour rotates at 59 min, a compressed 6 s cap at ~4.8 s
+    rotate_lead_max: float = 60.0  # rotate min(this, fraction × lifetime) before the cap (rotation.py)
+    rotate_lead_fraction: float = 0.2
     token_ttl: int = 600
-    recent_turns: int = 6  # replayed verbatim on restore; older turns go into the summary
+    recent_turns: int = 6  # items replayed verbatim on restore; older ones go into the summary
     max_attempts: int = 6
     backoff_first: float = 0.25
     backoff_cap: float = 4.0
@@ -104,7 +106,9 @@ class Settings:
 
 
 @dataclass
-class Turn:
+class RememberedItem:
+    """One message of the conversation as this client keeps it, by the id the server gave its item."""
+
     role: Literal["user", "assistant"]
     text: str
     item_id: str
@@ -133,7 +137,7 @@ class ReferenceWebRTCClient:
         self.transitions: list[Transition] = []
         self.call: ClientCall | None = None
         self.calls: list[ClientCall] = []  # every call ever opened, in order
-        self.turns: list[Turn] = []
+        self.memory: list[RememberedItem] = []  # restored into every new call
         self.expires_at: float | None = None  # the live session's cap, epoch seconds
         self.rotate_at: float | None = None  # epoch seconds
         self.reconnects = 0
@@ -308,7 +312,7 @@ class ReferenceWebRTCClient:
 
     async def _open_call(self) -> ClientCall:
         settings = self.settings
-        delay = settings.backoff_first
+        backoff = Backoff(settings.backoff_first, settings.backoff_cap)  # no jitter: one client, one server
         last_error: Exception | None = None
         for _attempt in range(settings.max_attempts):
             call: ClientCall | None = None
@@ -323,8 +327,11 @@ class ReferenceWebRTCClient:
                 created = await call.wait_for("session.created", timeout=settings.setup_timeout)
                 self.expires_at = created["session"].get("expires_at") or None
                 if self.expires_at:
-                    lifetime = self.expires_at - time.time()
-                    lead = min(settings.rotate_lead_max, settings.rotate_lead_fraction * lifetime)
+                    lead = rotation_lead(
+                        self.expires_at - time.time(),
+                        lead_max=settings.rotate_lead_max,
+                        lead_fraction=settings.rotate_lead_fraction,
+                    )
                     self.rotate_at = self.expires_at - lead
                 await self._restore(call)
                 self.log("connected", session=created["session"]["id"], call=call.call_id)
@@ -334,48 +341,21 @@ class ReferenceWebRTCClient:
                 self.log("connect_failed", reason=repr(exc), call=call.call_id if call else None)
                 if call is not None:
                     self._retire(call)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, settings.backoff_cap)
+                await asyncio.sleep(backoff.next_delay())
         raise ConnectionError(f"no call after {settings.max_attempts} attempts: {last_error!r}")
 
     async def _restore(self, call: ClientCall) -> None:
-        """Put the conversation back into a new session: a summary at `root`, then the recent turns."""
-        turns = [t for t in self.turns if t.text]
-        if not turns:
+        """Put the conversation back into a new session (`context.Restore`) and wait until it has it."""
+        entries = [(m.role, m.text) for m in self.memory if m.text]
+        if not entries:
             return
-        recent = turns[-self.settings.recent_turns :]
-        older = turns[: -self.settings.recent_turns] if len(turns) > self.settings.recent_turns else []
-        stem = RESTORE_PREFIX + secrets.token_hex(4)
-        items: list[dict[str, Any]] = []
-        if older:
-            lines = "\n".join(f"{t.role.capitalize()}: {t.text}" for t in older)
-            items.append(
-                {
-                    "id": f"{stem}_summary",
-                    "type": "message",
-                    "role": "system",
-                    "content": [
-                        {"type": "input_text", "text": "Summary of the conversation so far:\n" + lines}
-                    ],
-                }
-            )
-        for index, turn in enumerate(recent):
-            part = "input_text" if turn.role == "user" else "output_text"
-            items.append(
-                {
-                    "id": f"{stem}_{index}",
-                    "type": "message",
-                    "role": turn.role,
-                    "content": [{"type": part, "text": turn.text}],
-                }
-            )
+        restore = Restore.of(
+            entries, keep=self.settings.recent_turns, id_stem=RESTORE_PREFIX + secrets.token_hex(4)
+        )
         mark = len(call.received)
-        for position, item in enumerate(items):
-            event: dict[str, Any] = {"type": "conversation.item.create", "item": item}
-            if position == 0:
-                event["previous_item_id"] = "root"  # before anything the new session already has
+        for event in restore.events():
             call.send(event)
-        last = items[-1]["id"]
+        last = restore.last_item_id
         await call.wait_for(
             lambda e: e.get("type") == "conversation.item.done" and e["item"]["id"] == last,
             since=mark,
@@ -395,9 +375,9 @@ class ReferenceWebRTCClient:
         elif kind == "conversation.item.done":
             self._remember(event["item"])
         elif kind == "conversation.item.input_audio_transcription.completed":
-            self._update_turn(event["item_id"], event.get("transcript") or "")
+            self._update_item(event["item_id"], event.get("transcript") or "")
         elif kind == "conversation.item.deleted":
-            self.turns = [t for t in self.turns if t.item_id != event["item_id"]]
+            self.memory = [m for m in self.memory if m.item_id != event["item_id"]]
         elif kind == "error":
             error = event.get("error") or {}
             self.log("error", code=error.get("code"), message=error.get("message"))
@@ -411,13 +391,13 @@ class ReferenceWebRTCClient:
         text = " ".join(
             part.get("text") or part.get("transcript") or "" for part in item.get("content", [])
         ).strip()
-        if not self._update_turn(item["id"], text):
-            self.turns.append(Turn(role, text, item["id"]))
+        if not self._update_item(item["id"], text):
+            self.memory.append(RememberedItem(role, text, item["id"]))
 
-    def _update_turn(self, item_id: str, text: str) -> bool:
-        for turn in self.turns:
-            if turn.item_id == item_id:
-                turn.text = text or turn.text
+    def _update_item(self, item_id: str, text: str) -> bool:
+        for remembered in self.memory:
+            if remembered.item_id == item_id:
+                remembered.text = text or remembered.text
                 return True
         return False
 
@@ -450,7 +430,7 @@ async def play(client: ReferenceWebRTCClient, env: ClientEnv, log: JsonLog) -> N
     loop = asyncio.get_running_loop()
     started = loop.time()
     end = started + scenario.end_at
-    schedule = TurnSchedule(tuple(t for t in scenario.turns if t.at <= scenario.end_at), started)
+    schedule = TurnSchedule.for_scenario(scenario, started)
     async for turn in schedule.play():
         remaining = end - loop.time()
         if remaining <= 0:

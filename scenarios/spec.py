@@ -65,7 +65,9 @@ class ScenarioError(ValueError):
 
 
 @dataclass(frozen=True)
-class Turn:
+class UserTurn:
+    """One entry of the scenario's `user:` list; the runner hands these to the client (clients/README.md)."""
+
     at: float
     say: str
     mode: str = "text"
@@ -106,7 +108,7 @@ class Scenario:
     transport: str = "websocket"
     server: Mapping[str, Any] = field(default_factory=dict)
     duration: float = 10.0
-    user: tuple[Turn, ...] = ()
+    user: tuple[UserTurn, ...] = ()
     faults: tuple[FaultStep, ...] = ()
     checks: tuple[Check, ...] = ()
     instructions: str | None = None
@@ -189,7 +191,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario:
         if server.get(key) is not None:
             server[key] = _number(server[key], f"{where}: server.{key}") / scale
     user = tuple(
-        Turn(
+        UserTurn(
             at=_number(t.get("at", 0), f"{where}: user[{i}].at") / scale,
             say=str(t["say"]),
             mode=t.get("mode", "text"),

@@ -15,7 +15,7 @@ COMMAND_MODULES = (
     "rtsim.simulator.bench",
     "rtsim.simulator.control.commands",
     "rtsim.scenarios.command",
-    "rtsim.simulator.audio",
+    "rtsim.simulator.audio_cli",
     "rtsim.simulator.toxiproxy.command",
 )
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rtsim.scenarios.checkers import CHECKERS, RunView, Verdict
-from rtsim.scenarios.spec import Check, Turn, from_dict
+from rtsim.scenarios.spec import Check, UserTurn, from_dict
 from rtsim.simulator.history import History
 
 KEY = "key_run"
@@ -127,7 +127,7 @@ class Timeline:
     def fault(self, at: float, kind: str, sessions: list[str]) -> None:
         self._record("fault", at, fault=kind, applied_to=sessions, target={}, params={}, route="test")
 
-    def view(self, turns: tuple[Turn, ...] = (), client_exit: int | None = 0) -> RunView:
+    def view(self, turns: tuple[UserTurn, ...] = (), client_exit: int | None = 0) -> RunView:
         return RunView(
             self.history.records, user_turns=turns, client_exit=client_exit, run_end_t=self.t + 0.1
         )
@@ -137,7 +137,7 @@ def check(name: str, view: RunView, **params: Any) -> Verdict:
     return CHECKERS[name](view, **params)
 
 
-TURNS = (Turn(0.2, "My name is Alice."), Turn(5.0, "What is my name?"))
+TURNS = (UserTurn(0.2, "My name is Alice."), UserTurn(5.0, "What is my name?"))
 
 
 def reconnecting_run(*, gap: float, restore: bool, reask_lost: bool = True) -> Timeline:

@@ -1,9 +1,9 @@
 """The naive and official-SDK clients fail the way they should; every client runs as the harness runs it.
 
-The naive client (seed 004) and the SDK's own reconnect both come back after a drop with an empty session,
-which the scripted model exposes ("I don't know your name."); the naive client also retries an invalid key
-forever. Then: each client as a subprocess against `rtsim serve` (the harness's path), and audio turns through
-server VAD.
+The naive client (a fixed-delay auto-restart loop) and the SDK's own reconnect both come back after a drop
+with an empty session, which the scripted model exposes ("I don't know your name."); the naive client also
+retries an invalid key forever. Then: each client as a subprocess against `rtsim serve` (the harness's path),
+and audio turns through server VAD.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ FORGOTTEN = "I don't know your name."
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# ---- the naive client (seed 004) ---------------------------------------------------------------------------
+# ---- the naive client: fixed-delay auto-restart ------------------------------------------------------------
 
 
 async def test_naive_client_comes_back_without_context(server_factory: ServerFactory, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ async def test_naive_client_comes_back_without_context(server_factory: ServerFac
     first, second = (record["session"] for record in sessions(server))
     assert (second, "completed", FORGOTTEN) in replies(server)  # a fresh session, the name forgotten
     assert len(received(server, "conversation.item.create", second)) == 1  # the question, nothing restored
-    # It did re-send its configuration (the seed's "full 20 tools available after reconnect").
+    # It did re-send its configuration (every new session gets the same session.update).
     assert len(received(server, "session.update", second)) == 1
     # ConnectionClosedError → the fixed 5 s (scaled by 0.1), with the API key on the socket itself.
     (lost,) = log_events(log, "connection_lost")
