@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .control.routes import describe as describe_session
 from .history import History
 from .server import RealtimeServer, ServerConfig
 from .tokens import key_id as key_id_of
@@ -321,8 +322,7 @@ class Simulator:
 
     def sessions(self) -> list[dict[str, Any]]:
         """Live sessions, each as `GET /_rtsim/sessions` describes it (session, conn, key_id, model, …)."""
-        describe = _session_describer()
-        return [describe(self.server, carrier) for carrier in self.server.live_connections()]
+        return [describe_session(carrier) for carrier in self.server.live_connections()]
 
     async def wait_for(
         self,
@@ -377,18 +377,6 @@ class Simulator:
     def _require_running(self, what: str) -> None:
         if not self._running:
             raise RuntimeError(f"Simulator.{what} needs a running simulator: use `async with Simulator(...)`")
-
-
-def _session_describer() -> Callable[[RealtimeServer, Any], dict[str, Any]]:
-    """The control plane's own description of a live session: exactly the body of GET /_rtsim/sessions."""
-    from . import control
-
-    describe = getattr(control, "_describe", None) or getattr(control, "describe", None)
-    if describe is None:  # the control plane split into modules: the HTTP routes own the description
-        from .control import routes  # type: ignore[attr-defined]
-
-        describe = getattr(routes, "_describe", None) or routes.describe
-    return describe
 
 
 def _describe_match(match: RecordMatch, kind: str | None) -> str:
