@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import os
 import secrets
 import threading
@@ -67,8 +66,9 @@ def at_event(event_type: str, nth: int = 1) -> dict[str, Any]:
 
 
 def fault_target(session: str | None, key: str | None, key_id: str | None) -> dict[str, Any]:
-    given = {name: value for name, value in (("session", session), ("key", key), ("key_id", key_id))}
-    named = {name: value for name, value in given.items() if value is not None}
+    """The control plane's `target`: one session, every session of a key or key id, or (naming none) all."""
+    candidates = {"session": session, "key": key, "key_id": key_id}
+    named = {name: value for name, value in candidates.items() if value is not None}
     if len(named) > 1:
         raise ValueError(f"name at most one target (session, key or key_id), not {sorted(named)}")
     return named
@@ -88,23 +88,21 @@ def record_matcher(
     A string `match` is an event type (`"response.done"`), so it implies `kind="event"`; `direction` is
     `"in"` (from the client) or `"out"` (to it). `key_id` matches records of that key and of its sessions.
     """
-    if isinstance(match, str):
-        event_type: str | None = match
-        predicate: Callable[[Record], bool] | None = None
-        kind = kind or "event"
-    else:
-        event_type, predicate = None, match
-    if direction is not None:
-        kind = kind or "event"
+    event_type = match if isinstance(match, str) else None
+    predicate = None if isinstance(match, str) else match
+    kind = implied_kind(match, kind, direction)
+    # The key's sessions: those begun so far, and each later `session` record of the key as it is seen.
+    key_sessions = sessions_of_key(key_id) if key_id is not None and sessions_of_key is not None else set()
 
     def matches(record: Record) -> bool:
+        if key_id is not None and record.get("kind") == "session" and record.get("key_id") == key_id:
+            key_sessions.add(record["session"])
         if kind is not None and record.get("kind") != kind:
             return False
         if session is not None and record.get("session") != session:
             return False
-        if key_id is not None and record.get("key_id") != key_id:
-            of_key = sessions_of_key(key_id) if sessions_of_key is not None else set()
-            if record.get("session") not in of_key:
+        if key_id is not None and key_id != record.get("key_id"):
+            if record.get("session") not in key_sessions:
                 return False
         if direction is not None and record.get("dir") != direction:
             return False
@@ -113,6 +111,13 @@ def record_matcher(
         return predicate is None or bool(predicate(record))
 
     return matches
+
+
+def implied_kind(match: RecordMatch, kind: str | None, direction: str | None) -> str | None:
+    """An event type or a direction only makes sense of `event` records."""
+    if kind is None and (isinstance(match, str) or direction is not None):
+        return "event"
+    return kind
 
 
 class HistoryQuery:
@@ -153,7 +158,8 @@ class HistoryQuery:
             direction=direction,
             sessions_of_key=self.source.sessions_of,
         )
-        return [r for r in self.source.select(kind=kind, since_seq=since) if matches(r)]
+        candidates = self.source.select(kind=implied_kind(match, kind, direction), since_seq=since)
+        return [r for r in candidates if matches(r)]
 
     def first(self, match: RecordMatch = None, **filters: Any) -> Record | None:
         found = self.select(match, **filters)
@@ -228,7 +234,9 @@ class Simulator:
     `api_key` is the key `env` hands to a client (by default one unique to this simulator).
     """
 
-    def __init__(self, *, api_key: str | None = None, config: ServerConfig | None = None, **options: Any):
+    def __init__(
+        self, *, api_key: str | None = None, config: ServerConfig | None = None, **options: Any
+    ) -> None:
         unknown = sorted(set(options) - _CONFIG_FIELDS)
         if unknown:
             raise TypeError(
@@ -245,10 +253,14 @@ class Simulator:
         self.history = HistoryQuery(self.server.history)
         self.base_url = ""
         self._running = False
+        self._stopped = False
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> Simulator:
+        if self._stopped:
+            # A stopped server has closed its record: a new run needs a new Simulator.
+            raise RuntimeError("this Simulator has stopped; start a new one")
         if not self._running:
             self.base_url = await self.server.start()
             self._running = True
@@ -258,6 +270,7 @@ class Simulator:
         """Close every live session with 1001 (going away) and stop serving; the history stays readable."""
         if self._running:
             self._running = False
+            self._stopped = True
             await self.server.stop()
 
     async def __aenter__(self) -> Simulator:
@@ -313,12 +326,8 @@ class Simulator:
         """
         self._require_running("inject")
         name = getattr(kind, "name", kind)
-        outcome: Any = self._control().inject(
-            name, params, fault_target(session, key, key_id), fault_when(when), route=ROUTE
-        )
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        return outcome
+        target = fault_target(session, key, key_id)
+        return self._control().inject(name, params, target, fault_when(when), route=ROUTE)
 
     def sessions(self) -> list[dict[str, Any]]:
         """Live sessions, each as `GET /_rtsim/sessions` describes it (session, conn, key_id, model, …)."""
@@ -396,7 +405,9 @@ class SyncSimulator:
     thread — including while a blocking client (a subprocess, `websockets.sync`) talks to the server.
     """
 
-    def __init__(self, *, api_key: str | None = None, config: ServerConfig | None = None, **options: Any):
+    def __init__(
+        self, *, api_key: str | None = None, config: ServerConfig | None = None, **options: Any
+    ) -> None:
         self._sim = Simulator(api_key=api_key, config=config, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -260,3 +260,30 @@ async def test_a_subprocess_client_connects_with_env() -> None:
         assert process.returncode == 0 and out.decode().strip() == "session.created"
         (session,) = sim.history.sessions()
         assert session["key_id"] == sim.key_id
+
+
+async def test_wait_for_by_key_follows_sessions_that_begin_while_waiting() -> None:
+    async with rtsim.Simulator(pacing=0.0) as sim:
+        # Event records name only their session: the key's sessions are learnt as they begin.
+        waiter = asyncio.create_task(sim.wait_for("response.done", key_id=sim.key_id, timeout=5))
+        other, _ = await open_session(sim, key="sk-other-client")
+        await other.send(json.dumps({"type": "response.create"}))
+        await sim.wait_for("response.done", key_id=key_id("sk-other-client"), timeout=5)
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        mine, my_session = await open_session(sim)
+        await mine.send(json.dumps({"type": "response.create"}))
+        assert (await waiter)["session"] == my_session
+        await mine.close()
+        await other.close()
+
+
+async def test_a_simulator_runs_once() -> None:
+    sim = rtsim.Simulator()
+    with pytest.raises(RuntimeError, match="running simulator"):
+        sim.env  # noqa: B018  (the property raises)
+    async with sim:
+        assert sim.running
+    assert not sim.running
+    with pytest.raises(RuntimeError, match="stopped"):
+        await sim.start()
