@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from rtsim.scenarios.checkers import RunView, no_duplicate_responses
-from rtsim.scenarios.spec import Turn
+from rtsim.scenarios.spec import UserTurn
 from rtsim.simulator import cli
 from rtsim.simulator.server import RealtimeServer
 from tests.support.faults import http, inject, session_id_of
@@ -103,7 +103,7 @@ async def test_the_checker_sees_a_duplicated_response_done_as_a_turn_answered_tw
     await receive_for(ws, 0.5)
     await ws.close()
     await asyncio.sleep(0.2)
-    verdict = no_duplicate_responses(RunView(server.history.records, user_turns=(Turn(0.0, QUESTION),)))
+    verdict = no_duplicate_responses(RunView(server.history.records, user_turns=(UserTurn(0.0, QUESTION),)))
     assert not verdict.ok and "answered 2 times" in verdict.reason
 
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from rtsim.scenarios.checkers import RunView, no_duplicate_responses, no_lost_turns
-from rtsim.scenarios.spec import Turn
+from rtsim.scenarios.spec import UserTurn
 from rtsim.simulator import cli
 from rtsim.simulator.faults.reorder_events import shuffled
 from rtsim.simulator.server import RealtimeServer
@@ -85,7 +85,7 @@ async def test_the_turn_checkers_still_count_the_turn_answered_once(server: Real
     _, received = await reordered_turn(server, count=20)
     assert received != produced_order(received)
     await asyncio.sleep(0.2)  # the close is recorded
-    view = RunView(server.history.records, user_turns=(Turn(0.0, STORY),))
+    view = RunView(server.history.records, user_turns=(UserTurn(0.0, STORY),))
     assert no_lost_turns(view).ok and no_duplicate_responses(view).ok
 
 
