@@ -115,7 +115,7 @@ class EmbeddedSimulator:
     def note_fault(self, kind: str, params: dict[str, Any], key: str, *, route: str) -> None:
         """A fault the simulator did not inject itself (a network toxic), in the same record."""
         key_id = tokens.key_id(key)
-        sessions = [c.session.id for c in self.server.live_connections(key_id)]
+        sessions = [c.session.id for c in self.server.live_carriers(key_id)]
         self.server.history.record(
             "fault",
             fault=kind,

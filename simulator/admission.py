@@ -213,7 +213,7 @@ class Admission:
             )
         limit = self.server.config.max_sessions_per_key
         if limit is not None and admitted.key_is_known:
-            open_sessions = self.server.live_connections(identity)
+            open_sessions = self.server.live_carriers(identity)
             if len(open_sessions) >= limit:
                 listed = ", ".join(f"{c.session.id} (open {_age(c):.0f} s)" for c in open_sessions)
                 raise Refusal(

@@ -331,7 +331,7 @@ class Simulator:
 
     def sessions(self) -> list[dict[str, Any]]:
         """Live sessions, each as `GET /_rtsim/sessions` describes it (session, conn, key_id, model, …)."""
-        return [describe_session(carrier) for carrier in self.server.live_connections()]
+        return [describe_session(carrier) for carrier in self.server.live_carriers()]
 
     async def wait_for(
         self,

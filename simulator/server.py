@@ -190,7 +190,7 @@ class RealtimeServer:
 
     # ---- auth -------------------------------------------------------------------------------------
 
-    def live_connections(self, key_id: str | None = None) -> list[Carrier]:
+    def live_carriers(self, key_id: str | None = None) -> list[Carrier]:
         """Every live session's carrier — WebSocket connections and WebRTC calls — of a key, or all."""
         return [c for c in self.carriers.values() if not c.ended and (key_id is None or c.key_id == key_id)]
 
@@ -202,7 +202,7 @@ class RealtimeServer:
     def resolve_targets(self, target: dict[str, Any]) -> list[Carrier]:
         """The live sessions a fault target names: one session, every session of a key, or all."""
         if "session" in target:
-            conn = next((c for c in self.live_connections() if c.session.id == target["session"]), None)
+            conn = next((c for c in self.live_carriers() if c.session.id == target["session"]), None)
             if conn is None:
                 raise RealtimeError(
                     f"No live session '{target['session']}'.",
@@ -210,7 +210,7 @@ class RealtimeServer:
                     param="target.session",
                 )
             return [conn]
-        return self.live_connections(self.target_key_id(target))
+        return self.live_carriers(self.target_key_id(target))
 
     # ---- WebSocket ----------------------------------------------------------------------------------
 

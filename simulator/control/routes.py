@@ -81,7 +81,7 @@ def install(server: RealtimeServer, app: web.Application) -> None:
         return wrapper
 
     async def sessions(request: web.Request) -> web.Response:
-        return web.json_response({"sessions": [describe(c) for c in server.live_connections()]})
+        return web.json_response({"sessions": [describe(c) for c in server.live_carriers()]})
 
     async def catalogue(request: web.Request) -> web.Response:
         return web.json_response(
@@ -147,7 +147,7 @@ def install(server: RealtimeServer, app: web.Application) -> None:
             session_id = check(KEEP_ALIVE_REQUEST, body, "")["session_id"]
         except (ValueError, RealtimeError) as exc:
             return bad_request(400, getattr(exc, "message", "The request body is not valid JSON."))
-        conn = next((c for c in server.live_connections() if c.session.id == session_id), None)
+        conn = next((c for c in server.live_carriers() if c.session.id == session_id), None)
         if conn is None:
             return bad_request(404, f"Session '{session_id}' is not open.", "session_id")
         conn.session.keep_alive(conn.loop.time())

@@ -93,7 +93,7 @@ def server_side(server: RealtimeServer) -> ServerSide:
     return ServerSide(
         state=server.faults,
         tokens=server.tokens,
-        live_carriers=lambda key_id: server.live_connections(key_id),
+        live_carriers=lambda key_id: server.live_carriers(key_id),
         call_hooks=lambda: server.webrtc.on_new_call,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -59,15 +60,15 @@ async def test_unknown_api_key_is_accepted_then_closed_3000(server_factory: Call
 
 
 async def test_minted_token_opens_sessions_until_it_expires(server_factory: Callable[..., Any]) -> None:
-    server = await server_factory(token_ttl=1.0, pacing=0.0)
+    from openai.types.realtime import ClientSecretCreateResponse  # imported before the clock starts
+
+    server = await server_factory(token_ttl=2.0, pacing=0.0)
     status, body = await post(
         server,
         "/v1/realtime/client_secrets",
         {"session": {"type": "realtime", "instructions": "From the token."}},
     )
     assert status == 200
-    from openai.types.realtime import ClientSecretCreateResponse
-
     ClientSecretCreateResponse.model_validate(body)
     token = body["value"]
     assert token.startswith("ek_") and body["expires_at"] >= int(server.history.started_wall)
@@ -75,7 +76,7 @@ async def test_minted_token_opens_sessions_until_it_expires(server_factory: Call
     created = await recv(ws)
     assert created["session"]["instructions"] == "From the token."  # the minted config applies
     await ws.close()
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(max(0.0, body["expires_at"] - time.time()) + 1.1)
     with pytest.raises(InvalidStatus) as info:
         await connect(ws_url(server), additional_headers={"Authorization": f"Bearer {token}"})
     assert info.value.response.status_code == 401

@@ -120,7 +120,7 @@ async def test_latency_is_pipelined_not_queued(toxiproxy: ToxiproxyServer, echo_
     writer.close()
 
 
-async def test_toxics_apply_to_live_connections_and_updates_merge(
+async def test_toxics_apply_to_live_carriers_and_updates_merge(
     toxiproxy: ToxiproxyServer, echo_upstream: Upstream
 ) -> None:
     proxy = await make_proxy(toxiproxy, echo_upstream)
@@ -393,7 +393,7 @@ async def test_toxicity_draws_are_per_connection_and_reproducible_with_a_seed(
     assert 0 < sum(first) < 10  # drawn per connection: some got the toxic, some did not
 
 
-async def test_disable_closes_live_connections_and_enable_reuses_the_port(
+async def test_disable_closes_live_carriers_and_enable_reuses_the_port(
     toxiproxy: ToxiproxyServer, echo_upstream: Upstream
 ) -> None:
     proxy = await make_proxy(toxiproxy, echo_upstream)
@@ -415,7 +415,7 @@ async def test_disable_closes_live_connections_and_enable_reuses_the_port(
     writer.close()
 
 
-async def test_delete_closes_live_connections(toxiproxy: ToxiproxyServer, echo_upstream: Upstream) -> None:
+async def test_delete_closes_live_carriers(toxiproxy: ToxiproxyServer, echo_upstream: Upstream) -> None:
     proxy = await make_proxy(toxiproxy, echo_upstream)
     await toxiproxy.add_toxic("test", "latency", attributes={"latency": 5000})
     reader, writer = await connect(proxy)
