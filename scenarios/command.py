@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from .report import write_report
 from .runner import CLIENTS, ClientSpec, RunResult, run_matrix
 from .spec import ScenarioError, discover
 
@@ -90,6 +91,8 @@ def run_command(args: argparse.Namespace) -> int:
     report = format_report(results, elapsed)
     print(report)
     (out_dir / "report.txt").write_text(report)
+    html_path = write_report(results, out_dir / "report.html")
+    print(f"HTML report: {html_path}")
     if args.junit:
         Path(args.junit).write_text(junit_xml(results, elapsed))
     return 0 if all(r.passed for r in results) else 1

@@ -67,6 +67,7 @@ class RunResult:
     log_path: Path | None = None
     timed_out: bool = False
     faults: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the history, for the report
 
     @property
     def passed(self) -> bool:
@@ -284,6 +285,7 @@ async def run_one(
         log_path,
         timed_out,
         nemesis.log,
+        records,
     )
 
 
