@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from .progress import LiveProgress, live_wanted
 from .report import write_report
-from .runner import CLIENTS, ClientSpec, RunResult, run_matrix
+from .runner import CLIENTS, ClientSpec, RunResult, matrix_pairs, run_matrix
 from .spec import ScenarioError, discover
 
 FIGURES = ("sessions", "reconnects", "max_reconnect_gap_s", "rotations", "attempts", "answered")
@@ -76,17 +78,20 @@ def run_command(args: argparse.Namespace) -> int:
         flush=True,
     )
     started = time.monotonic()
-    results = asyncio.run(
-        run_matrix(
-            scenarios,
-            clients,
-            seed=args.seed,
-            jobs=args.jobs,
-            out_dir=out_dir,
-            server_url=args.server,
-            progress=lambda line: print("  " + line, flush=True),
-        )
+    matrix = functools.partial(
+        run_matrix,
+        scenarios,
+        clients,
+        seed=args.seed,
+        jobs=args.jobs,
+        out_dir=out_dir,
+        server_url=args.server,
     )
+    if live_wanted():
+        with LiveProgress(matrix_pairs(scenarios, clients), args.jobs) as display:
+            results = asyncio.run(matrix(on_start=display.started, on_done=display.finished))
+    else:
+        results = asyncio.run(matrix(progress=lambda line: print("  " + line, flush=True)))
     elapsed = time.monotonic() - started
     report = format_report(results, elapsed)
     print(report)
