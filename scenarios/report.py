@@ -235,6 +235,7 @@ class Timeline:
     def _faults(self) -> list[str]:
         s = self.scale
         parts = []
+        label_rows: dict[str, list[float]] = {}  # identity → where each label row is free again (x)
         for record, end in _fault_spans(self.records, self.run_end):
             owners = [i for i in self.identities if i.key_id == record.get("key_id")] or self.identities
             x_start = s.x(record["t"])
@@ -242,13 +243,19 @@ class Timeline:
             name = str(record.get("fault"))
             title = f"fault {name} at {_fmt_t(record['t'])}: {record.get('result') or ''}"
             for ident in owners:
+                rows = label_rows.setdefault(ident.key_id, [])
+                label_x = x_start + width + 3
+                row = next((i for i, free in enumerate(rows) if free <= label_x), len(rows))
+                if row == len(rows):
+                    rows.append(0.0)
+                rows[row] = label_x + 7.5 * (len(name) + 2) + 6
                 parts.append(
                     f'<g class="fault" data-fault="{_e(name)}" data-t="{record["t"]:.3f}" '
                     f'data-t-end="{end:.3f}">'
                     f"<title>{_e(title)}</title>"
                     f'<rect class="fault-region" x="{x_start:.1f}" y="{ident.top:.1f}" width="{width:.1f}" '
                     f'height="{ident.bottom - ident.top:.1f}"/>'
-                    f'<text class="fault-label" x="{x_start + width + 3:.1f}" y="{ident.top + 15:.1f}">'
+                    f'<text class="fault-label" x="{label_x:.1f}" y="{ident.top + 15 + 13 * row:.1f}">'
                     f"⚡ {_e(name)}</text></g>"
                 )
         return parts
@@ -260,10 +267,34 @@ class Timeline:
             f'<text class="lane-label" x="8" y="{mid + 4:.1f}">{_e(lane.label)}</text>',
             f'<line class="lane-rule" x1="{s.x0:.1f}" y1="{mid:.1f}" x2="{s.x1:.1f}" y2="{mid:.1f}"/>',
         ]
+        with_session = {r.get("conn") for r in self.records if r["kind"] == "session"}
+        closes = {r.get("conn"): r for r in self.records if r["kind"] == "close"}
+        code_free_at = 0.0  # a code label is left out where it would run into the previous one
         for record in self.records:
             if record["kind"] != "handshake" or record.get("key_id") != ident.key_id:
                 continue
             x = s.x(record["t"])
+            close = closes.get(record["conn"])
+            if record.get("accepted") and record["conn"] not in with_session and close is not None:
+                # accepted, then closed before a session began (e.g. accept-then-close 1008 loops)
+                code = str(close.get("code"))
+                x_end = max(s.x(close["t"]), x + 3)
+                label = (
+                    f'<text class="attempt-code" x="{x_end + 3:.1f}" y="{mid - 6:.1f}">{_e(code)}</text>'
+                    if x_end + 3 >= code_free_at
+                    else ""
+                )
+                code_free_at = max(code_free_at, x_end + 3 + 8 * len(code)) if label else code_free_at
+                by = close.get("by")
+                title = f"{record['conn']} accepted, closed {code} by {by} before a session began"
+                parts.append(
+                    f'<g class="conn sessionless" data-conn="{_e(record["conn"])}" '
+                    f'data-t="{record["t"]:.3f}" data-t-end="{close["t"]:.3f}" data-close-code="{_e(code)}" '
+                    f'data-by="{_e(by)}"><title>{_e(title)}</title>'
+                    f'<rect x="{x:.1f}" y="{mid - 3:.1f}" width="{x_end - x:.1f}" height="6" '
+                    f'fill="{SERVER_CLOSE}"/>'
+                    f"{label}</g>"
+                )
             self.lane_of_conn.setdefault(record["conn"], lane)
             accepted = bool(record.get("accepted"))
             title = f"{record['conn']} at {_fmt_t(record['t'])}: " + (
@@ -386,6 +417,27 @@ class Timeline:
                 f'<text class="gap-label" x="{(x_a + x_b) / 2:.1f}" y="{y - 5:.1f}">'
                 f"gap {seconds:.2f}s</text></g>"
             )
+        last = ordered[-1] if ordered else None
+        if (
+            last is not None
+            and last.close is not None
+            and last.close.get("by") != "client"
+            and last.end_t is not None
+            and self.run_end - last.end_t > 0.5
+        ):
+            # the server or network ended the last session and the client never had another
+            seconds = self.run_end - last.end_t
+            badge = 8 + 7 * len(str(last.close.get("code")))
+            x_a, x_b = s.x(last.end_t) + badge + 6, s.x(self.run_end)
+            y = last.y + BAR_TOP + BAR_HEIGHT / 2
+            parts.append(
+                f'<g class="gap open" data-t="{last.end_t:.3f}" data-t-end="{self.run_end:.3f}" '
+                f'data-seconds="{seconds:.3f}">'
+                f"<title>{_e(f'no session again for the remaining {seconds:.2f}s of the run')}</title>"
+                f'<line class="gap-line open" x1="{x_a:.1f}" y1="{y:.1f}" x2="{x_b:.1f}" y2="{y:.1f}"/>'
+                f'<text class="gap-label" x="{(x_a + x_b) / 2:.1f}" y="{y - 4:.1f}">'
+                f"no session again ({seconds:.2f}s)</text></g>"
+            )
         return parts
 
     def _evidence(self) -> list[str]:
@@ -491,9 +543,11 @@ pre.evidence-records {{ background: #f6f6f6; padding: 6px; font-size: 12px; over
   stroke-dasharray: 3 2; }}
 .answer circle {{ fill: {ANSWER_COLOR}; }} .answer.cancelled circle, .answer.incomplete circle,
 .answer.failed circle {{ fill: #fff; stroke: {ANSWER_COLOR}; stroke-width: 1.5; }}
+.timeline .attempt-code {{ fill: {SERVER_CLOSE}; font-size: 10px; font-weight: 700; }}
+details > summary h2 {{ display: inline; }}
 .user-turn path {{ fill: {USER_COLOR}; }} .transport path {{ fill: #555; }}
 .gap-region {{ fill: {GAP_COLOR}; fill-opacity: .08; stroke: {GAP_COLOR}; stroke-dasharray: 4 3; }}
-.gap-line {{ stroke: {GAP_COLOR}; stroke-width: 2; }}
+.gap-line {{ stroke: {GAP_COLOR}; stroke-width: 2; }} .gap-line.open {{ stroke-dasharray: 6 4; }}
 .timeline .gap-label {{ fill: {GAP_COLOR}; font-weight: 700; text-anchor: middle; }}
 .evidence-pin {{ fill: {EVIDENCE_COLOR}; stroke: #fff; stroke-width: 1.5; }}
 .evidence-stem {{ stroke: {EVIDENCE_COLOR}; stroke-width: 1.5; }}

@@ -189,3 +189,20 @@ def test_a_toxic_spans_until_removed_and_refusals_are_crosses() -> None:
     assert 'data-close-code="1011"' in page and 'data-close-code="open"' in page
     assert 'data-seconds="2.000"' in page  # s1 ended at 6.0, s2 began at 8.0
     assert "1 session(s) still open at the end" in page
+
+
+def test_connections_closed_before_a_session_and_a_session_never_replaced_show() -> None:
+    key = "key_y"
+    records = [
+        _record(0, 0.2, "handshake", conn="c1", key_id=key, accepted=True, status=101),
+        _record(1, 0.2, "session", session="s1", conn="c1", key_id=key),
+        _record(2, 2.0, "close", session="s1", conn="c1", key_id=key, code=1006, by="network"),
+        _record(3, 4.0, "handshake", conn="c2", key_id=key, accepted=True, status=101),
+        _record(4, 4.01, "close", session=None, conn="c2", key_id=key, code=1008, by="server"),
+        _record(5, 10.0, "server", event="stop"),
+    ]
+    scenario = from_dict({"name": "synthetic", "duration": 10})
+    page = render_report([RunResult(scenario, ClientSpec("custom", ["x"]), [], 0, 10.0, records=records)])
+    assert 'class="conn sessionless" data-conn="c2"' in page and 'data-close-code="1008"' in page
+    assert 'class="gap open" data-t="2.000" data-t-end="10.000"' in page
+    assert "no session again (8.00s)" in page
