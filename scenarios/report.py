@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rtsim.simulator.history import History
 
-from .checkers import ITEM_DONE, Verdict, reply_text
+from .checkers import DISRUPTING_FAULTS, ITEM_DONE, Verdict, reply_text
 
 if TYPE_CHECKING:
     from .runner import RunResult
@@ -157,6 +157,11 @@ def _fault_spans(records: Sequence[dict[str, Any]], run_end: float) -> list[tupl
                 None,
             )
             end = removed["t"] if removed is not None else run_end
+        elif name in DISRUPTING_FAULTS:
+            # a stall or black hole with no stated length lasts as long as the sessions it hit
+            hit = set(record.get("applied_to") or [])
+            ends = [r["t"] for r in records if r["kind"] == "close" and r.get("session") in hit]
+            end = max(ends, default=run_end)
         params = record.get("params") or {}
         for param in TIMED_PARAMS:
             if isinstance(params.get(param), int | float) and params[param] > 0:

@@ -170,6 +170,7 @@ def test_a_toxic_spans_until_removed_and_refusals_are_crosses() -> None:
             3, 2.0, "fault", fault="toxic:latency", params={"latency": 500}, key_id=key, applied_to=["s1"]
         ),
         _record(4, 5.0, "fault", fault="toxic:latency:removed", params={}, key_id=key, applied_to=["s1"]),
+        _record(4, 5.5, "fault", fault="stall", params={}, key_id=key, applied_to=["s1"]),
         _record(5, 6.0, "close", session="s1", conn="c1", key_id=key, code=1011, by="server"),
         _record(
             6, 6.5, "handshake", conn="c2", key_id=key, accepted=False, status=429, reason="rate_limited"
@@ -184,7 +185,8 @@ def test_a_toxic_spans_until_removed_and_refusals_are_crosses() -> None:
         [RunResult(scenario, ClientSpec("custom", ["x"]), [verdict], 0, 10.0, records=records)]
     )
     assert 'data-fault="toxic:latency" data-t="2.000" data-t-end="5.000"' in page
-    assert "toxic:latency:removed" not in page.split("<svg", 1)[1].split('data-fault="', 2)[-1][:30]
+    assert 'data-fault="stall" data-t="5.500" data-t-end="6.000"' in page  # until the session it hit ended
+    assert 'data-fault="toxic:latency:removed"' not in page  # the removal ends the band, no band of its own
     assert page.count('class="attempt refused"') == 1 and page.count('class="attempt accepted"') == 2
     assert 'data-close-code="1011"' in page and 'data-close-code="open"' in page
     assert 'data-seconds="2.000"' in page  # s1 ended at 6.0, s2 began at 8.0
