@@ -55,9 +55,6 @@ class PluginRun:
     result: RunResult | None = None  # set for `rtsim_scenario` runs
     source: Callable[[], list[dict[str, Any]]] | None = None  # a simulator still running: its live record
 
-    def current_records(self) -> list[dict[str, Any]]:
-        return self.source() if self.source is not None and not self.records else self.records
-
     @property
     def failures(self) -> list[Verdict]:
         return [v for v in self.verdicts if not v.ok]
@@ -168,6 +165,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     runs = item.stash.get(RUNS, [])
     if not runs or report.when != "call" or not report.failed:
         return
+    for run in runs:
+        if run.source is not None:  # a simulator still running: what it has recorded up to the failure
+            run.records = run.source()
     report.sections.append(("rtsim", describe_runs(runs)))
     item.config.hook.pytest_rtsim_failed(item=item, report=report, runs=runs)
 
@@ -182,11 +182,7 @@ def describe_runs(runs: Sequence[PluginRun]) -> str:
         if run.result is not None and run.result.history_path is not None:
             parts.append(f"  history: {run.result.history_path}")
         if not run.failures:
-            notable = [
-                r
-                for r in run.current_records()
-                if r.get("kind") in ("session", "close", "fault", "handshake")
-            ]
+            notable = [r for r in run.records if r.get("kind") in ("session", "close", "fault", "handshake")]
             parts += [f"      {json.dumps(brief(r), default=str)}" for r in notable[-EVIDENCE_SHOWN * 2 :]]
     return "\n".join(parts)
 
@@ -221,7 +217,10 @@ def _make_simulator_class() -> type[SyncSimulator]:
             wanted = key_id or self.key_id
             records = [r for r in self.history.records if belongs_to(r, wanted, self.history.records)]
             parsed = [Check(c, {}) if isinstance(c, str) else Check(c[0], dict(c[1])) for c in checks]
-            verdicts = run_checks(RunView(records), parsed)
+            # While the simulator runs the run has not ended, so no close counts as "ended with the run";
+            # after stop, the last record is the end.
+            end = float("inf") if self.running else None
+            verdicts = run_checks(RunView(records, run_end_t=end), parsed)
             self.run.verdicts.extend(verdicts)
             return verdicts
 
