@@ -182,3 +182,10 @@ def test_rtsim_scenario_runs_a_file_and_explains_a_failing_verdict(pytester: pyt
             "*- rtsim -*",
         ]
     )
+
+
+def test_the_distribution_registers_the_plugin_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="pytest11") if e.name == "rtsim"]
+    assert entry.value == "rtsim.scenarios.pytest_plugin"
