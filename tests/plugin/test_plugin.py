@@ -72,11 +72,17 @@ def test_rtsim_fixture_takes_marker_options_and_seed(pytester: pytest.Pytester) 
     pytester.runpytest(*QUIET, "--rtsim-seed", "7").assert_outcomes(passed=1)
 
 
-@pytest.mark.parametrize(("scope", "distinct"), [("function", 2), ("module", 1)])
+@pytest.mark.parametrize(("scope", "distinct"), [("function", 2), ("module", 1), ("session", 1)])
 def test_scope_option_shares_one_simulator(pytester: pytest.Pytester, scope: str, distinct: int) -> None:
     pytester.makepyfile(
         """
+        import pytest
+
         SEEN = set()
+
+        @pytest.mark.rtsim(max_session=7)
+        def test_other_options_get_their_own(rtsim):
+            assert rtsim.config.max_session == 7 and rtsim.base_url not in SEEN
 
         def test_one(rtsim):
             SEEN.add(rtsim.base_url)
@@ -89,7 +95,7 @@ def test_scope_option_shares_one_simulator(pytester: pytest.Pytester, scope: str
         """
     )
     result = pytester.runpytest(*QUIET, "-s", f"--rtsim-scope={scope}")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines([f"*distinct simulators: {distinct}*"])
 
 
