@@ -204,7 +204,13 @@ def _make_simulator_class() -> type[SyncSimulator]:
 
         def __init__(self, label: str, **options: Any) -> None:
             super().__init__(**options)
-            self.run = PluginRun(label, source=lambda: list(self.history.records))
+            self.label = label  # names its history file under --rtsim-record
+            self.run = self.begin(label)
+
+        def begin(self, test_id: str) -> PluginRun:
+            """A test starts using this simulator: its checks are reported with that test only."""
+            self.run = PluginRun(test_id, source=lambda: list(self.history.records))
+            return self.run
 
         def check(
             self, *checks: str | tuple[str, dict[str, Any]], key_id: str | None = None
@@ -262,7 +268,7 @@ def stop_simulator(config: pytest.Config, simulator: Any) -> None:
     record_dir = record_dir_of(config)
     if record_dir is not None:
         record_dir.mkdir(parents=True, exist_ok=True)
-        path = record_dir / f"{file_stem(simulator.run.label)}.history.jsonl"
+        path = record_dir / f"{file_stem(simulator.label)}.history.jsonl"
         path.write_text(simulator.history.to_jsonl())
 
 
@@ -292,7 +298,7 @@ def rtsim(request: pytest.FixtureRequest) -> Iterator[Any]:
     if scope_of(request.config) != "function":
         lease: SimulatorLease = request.getfixturevalue("_rtsim_shared")
         if options in ({}, lease.options):
-            runs.append(lease.simulator.run)
+            runs.append(lease.simulator.begin(request.node.nodeid))
             yield lease.simulator
             return
     simulator = start_simulator(request.config, request.node.nodeid, options)

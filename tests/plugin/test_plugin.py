@@ -195,3 +195,26 @@ def test_the_distribution_registers_the_plugin_entry_point() -> None:
 
     (entry,) = [e for e in entry_points(group="pytest11") if e.name == "rtsim"]
     assert entry.value == "rtsim.scenarios.pytest_plugin"
+
+
+def test_a_shared_simulator_reports_each_test_its_own_checks(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        CONNECT
+        + """
+def test_first(rtsim):
+    with open_session(rtsim) as ws:
+        ws.recv()
+        rtsim.inject("close", code=1011)
+        rtsim.wait_for(kind="close", timeout=10)
+    rtsim.assert_checks("reconnected_within")
+
+def test_second(rtsim):
+    assert rtsim.sessions() == ["not so"]
+"""
+    )
+    result = pytester.runpytest(*QUIET, "--rtsim-scope=module")
+    result.assert_outcomes(failed=2)
+    second = [r for r in result.reprec.getreports("pytest_runtest_logreport") if r.when == "call"][1]
+    (section,) = [text for title, text in second.sections if title == "rtsim"]
+    assert "test_second: no checker failed; its last records:" in section
+    assert "reconnected_within" not in section and '"code": 1011' in section
