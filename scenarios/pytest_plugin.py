@@ -18,7 +18,9 @@ Options: `--rtsim-scope function|module|session` (ini `rtsim_scope`), `--rtsim-r
 
 For a failing test the plugin adds a report section "rtsim" with each failing checker's reason and the
 records that show it, and keeps the test's runs on the item (`item.stash[RUNS]`, a list of `PluginRun`);
-the `pytest_rtsim_failed(item, report, runs)` hook is called with them, for reports of one's own.
+the `pytest_rtsim_failed(item, report, runs)` hook is called with them, for reports of one's own. It also
+writes the HTML report `rtsim run` writes (`report.html`, with the timeline) for that test, under
+`--rtsim-record DIR/<test id>/` or else `runs/pytest/<test id>/`, and names it in the section.
 """
 
 from __future__ import annotations
@@ -168,8 +170,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     for run in runs:
         if run.source is not None:  # a simulator still running: what it has recorded up to the failure
             run.records = run.source()
-    report.sections.append(("rtsim", describe_runs(runs)))
+    html_path = write_failure_report(item, runs)
+    report.sections.append(("rtsim", describe_runs(runs) + f"\nHTML report: {html_path}"))
     item.config.hook.pytest_rtsim_failed(item=item, report=report, runs=runs)
+
+
+def report_dir_of(item: pytest.Item) -> Path:
+    """Where a failing test's HTML report goes: under --rtsim-record DIR, else runs/pytest/ in the rootdir."""
+    base = record_dir_of(item.config) or Path(item.config.rootpath) / "runs" / "pytest"
+    return base / file_stem(item.nodeid)
+
+
+def write_failure_report(item: pytest.Item, runs: Sequence[PluginRun]) -> Path:
+    """The same HTML report `rtsim run` writes (timeline, reasons), for the runs of one failing test. A
+    simulator the test drove itself has no scenario: it appears as a run named after the test."""
+    from rtsim.scenarios.report import write_report
+    from rtsim.scenarios.runner import ClientSpec, RunResult
+    from rtsim.scenarios.spec import Scenario
+
+    results = []
+    for run in runs:
+        if run.result is not None:
+            results.append(run.result)
+            continue
+        times = [r["t"] for r in run.records if "t" in r]
+        results.append(
+            RunResult(
+                Scenario(name=run.label, description=f"the simulator of {item.nodeid}"),
+                ClientSpec("test", []),
+                list(run.verdicts),
+                None,
+                max(times) - min(times) if times else 0.0,
+                records=list(run.records),
+            )
+        )
+    return write_report(results, report_dir_of(item) / "report.html", title=f"rtsim: {item.nodeid}")
 
 
 def describe_runs(runs: Sequence[PluginRun]) -> str:

@@ -137,6 +137,13 @@ def test_drop_without_reconnect(rtsim):
     (history,) = record_dir.glob("*.history.jsonl")
     kinds = {json.loads(line)["kind"] for line in history.read_text().splitlines()}
     assert {"handshake", "session", "fault", "close"} <= kinds
+    (report,) = record_dir.glob("*/report.html")
+    assert f"HTML report: {report}" in result.stdout.str()
+    page = report.read_text()
+    # The timeline a person would look at: one session lane ending in its 1011, the close fault's band,
+    # and the failing checker's reason.
+    assert page.count('class="lane"') == 1 and 'data-close-code="1011"' in page
+    assert 'class="fault' in page and "reconnected_within" in page
 
 
 def test_rtsim_scenarios_marker_parametrizes_over_builtin_scenarios(pytester: pytest.Pytester) -> None:
