@@ -81,7 +81,11 @@ class _Builder:
     def handshake(self, conn: str, t: float, path: str = "/v1/realtime", **fields: Any) -> None:
         self.session_of[conn] = None
         self.add(
-            "handshake", t, conn=conn, path=path, transport="websocket", accepted=True, status=101, **fields
+            "handshake",
+            t,
+            conn=conn,
+            path=path,
+            **{"transport": "websocket", "accepted": True, "status": 101, **fields},
         )
 
     def event(self, conn: str, t: float, direction: str, event: dict[str, Any]) -> None:

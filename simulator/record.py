@@ -249,7 +249,7 @@ class ProxyCarrier(WebSocketCarrier):
                 self.pump()
         if self.closed_by is not None or self.ended:
             return  # the client side ended first; the upstream's end is its echo
-        received = self.upstream.close_rcvd
+        received = self.upstream.protocol.close_rcvd
         if received is None:
             self.upstream_dropped = True
         else:

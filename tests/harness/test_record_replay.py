@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rtsim.scenarios import trace
 from rtsim.simulator.record import PROXY_FAULTS, ProxyConfig, RecordingProxy
@@ -203,3 +203,59 @@ async def test_faults_are_injected_into_proxied_sessions(
     # The upstream session ended as the client's did: without a close frame.
     (upstream_close,) = await until(lambda: server.history.select(kind="close"))
     assert upstream_close["code"] == 1006
+
+
+async def _post_fault(proxy: RecordingProxy, kind: str, params: dict[str, Any]) -> None:
+    async with aiohttp.ClientSession() as http:
+        fault = {"kind": kind, "params": params, "target": {"all": True}}
+        async with http.post(f"http://127.0.0.1:{proxy.port}/_rtsim/faults", json=fault) as response:
+            assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize(("kind", "params"), [("stall", {"seconds": 0.6}), ("latency", {"ms": 600})])
+async def test_a_stall_or_latency_holds_the_upstreams_events(
+    proxy: RecordingProxy, kind: str, params: dict[str, Any]
+) -> None:
+    protocols = ["realtime", f"openai-insecure-api-key.{KEY}"]  # the browser's way to present a key
+    async with connect(
+        f"ws://127.0.0.1:{proxy.port}/v1/realtime?model=gpt-realtime",
+        subprotocols=protocols,  # type: ignore[arg-type]
+    ) as ws:
+        assert ws.subprotocol == "realtime"  # the upstream's choice, passed back
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        await _post_fault(proxy, kind, params)
+        started = asyncio.get_running_loop().time()
+        await ws.send(json.dumps({"type": "response.create"}))
+        first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        waited = asyncio.get_running_loop().time() - started
+        while json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] != "response.done":
+            pass  # a close mid-response waits out the client close timeout (rtsim serve does the same)
+    assert first["type"] == "response.created"
+    assert 0.5 <= waited < 3.0, waited
+    proxy.history.flush()
+    raw = await asyncio.to_thread(Path(proxy.config.out).read_bytes)
+    assert KEY.encode() not in raw  # nor in the recorded subprotocols
+    (handshake,) = proxy.history.select(kind="handshake")
+    assert handshake["key_id"] == key_id(KEY) and handshake["protocol"] == "realtime"
+
+
+async def test_a_close_fault_on_a_proxied_session(proxy: RecordingProxy, server: RealtimeServer) -> None:
+    async with connect(
+        f"ws://127.0.0.1:{proxy.port}/v1/realtime", additional_headers={"Authorization": f"Bearer {KEY}"}
+    ) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        await _post_fault(proxy, "close", {"code": 1013, "reason": "try again later"})
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        1013,
+        "try again later",
+    )
+    (close,) = await until(lambda: proxy.history.select(kind="close"))
+    assert (close["code"], close["by"]) == (1013, "server")
+    (upstream_close,) = await until(lambda: server.history.select(kind="close"))
+    assert (upstream_close["code"], upstream_close["by"]) == (
+        1000,
+        "client",
+    )  # the upstream was told, cleanly
