@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from ..simulator.record import BINARY_FRAME, UNPARSED_FRAME
 from ..simulator.tokens import key_id
 
 FORMATS = ("rtsim", "har", "jsonl")
@@ -111,12 +112,12 @@ class _Builder:
 
 def _frame(opcode: Any, data: Any) -> dict[str, Any]:
     if opcode == 2:
-        return {"binary_bytes": len(data or "")}
+        return {"type": BINARY_FRAME, "binary_bytes": len(data or "")}
     try:
         event = json.loads(data)
     except (TypeError, ValueError):
-        return {"type": "rtsim.unparsed_frame", "text": data}
-    return event if isinstance(event, dict) else {"type": "rtsim.unparsed_frame", "text": data}
+        return {"type": UNPARSED_FRAME, "text": data}
+    return event if isinstance(event, dict) else {"type": UNPARSED_FRAME, "text": data}
 
 
 def from_har(har: dict[str, Any]) -> list[dict[str, Any]]:

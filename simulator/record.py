@@ -80,6 +80,9 @@ HOP_HEADERS = frozenset(
     )
 )
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
+# Trace markers, not Realtime events: a frame that carried no JSON event is recorded (and replayed) as one.
+UNPARSED_FRAME = "rtsim.unparsed_frame"  # a text frame that is not a JSON object with a type: `text`
+BINARY_FRAME = "rtsim.binary_frame"  # a binary frame: `binary_bytes` (its payload is forwarded, not recorded)
 SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 OPEN_TIMEOUT = 30.0
 
@@ -136,9 +139,9 @@ def parse_frame(text: str) -> dict[str, Any]:
     try:
         event = json.loads(text)
     except ValueError:
-        return {"type": "rtsim.unparsed_frame", "text": text}
+        return {"type": UNPARSED_FRAME, "text": text}
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        return {"type": "rtsim.unparsed_frame", "text": text}
+        return {"type": UNPARSED_FRAME, "text": text}
     return event
 
 
@@ -214,6 +217,8 @@ class ProxyCarrier(WebSocketCarrier):
         self.upstream_closed: tuple[int, str] | None = None
 
     def _recorded(self, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("type") == BINARY_FRAME:
+            return {k: v for k, v in event.items() if k != "payload"}
         return event if self.keep_audio else summarize_event(event)
 
     def _record(self, direction: str, event: dict[str, Any]) -> None:
@@ -223,8 +228,10 @@ class ProxyCarrier(WebSocketCarrier):
 
     async def _transmit(self, event: dict[str, Any]) -> bool:
         self._record("out", event)
-        if event.get("type") == "rtsim.unparsed_frame":
+        if event.get("type") == UNPARSED_FRAME:
             await self.ws.send_str(event["text"])
+        elif event.get("type") == BINARY_FRAME:
+            await self.ws.send_bytes(event["payload"])
         else:
             await self.ws.send_str(encode(event))
         return True
@@ -240,7 +247,11 @@ class ProxyCarrier(WebSocketCarrier):
         with contextlib.suppress(ConnectionClosed):
             async for message in self.upstream:
                 if isinstance(message, bytes):
-                    event: dict[str, Any] = {"type": "rtsim.binary_frame", "binary_bytes": len(message)}
+                    event: dict[str, Any] = {
+                        "type": BINARY_FRAME,
+                        "binary_bytes": len(message),
+                        "payload": message,
+                    }
                 else:
                     event = parse_frame(message)
                 if event["type"] == "session.created" and isinstance(event.get("session"), dict):
@@ -291,7 +302,7 @@ class ProxyCarrier(WebSocketCarrier):
                     with contextlib.suppress(ConnectionClosed):
                         await self.upstream.send(msg.data)
                 elif msg.type == WSMsgType.BINARY:
-                    self._record("in", {"binary_bytes": len(msg.data)})
+                    self._record("in", {"type": BINARY_FRAME, "binary_bytes": len(msg.data)})
                     with contextlib.suppress(ConnectionClosed):
                         await self.upstream.send(msg.data)
         finally:

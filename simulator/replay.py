@@ -32,8 +32,9 @@ from aiohttp import WSMsgType, web
 
 from .history import History
 from .protocol import encode
+from .record import BINARY_FRAME, UNPARSED_FRAME
 
-NOT_COMPARED = frozenset(("input_audio_buffer.append", "rtsim.unparsed_frame", "rtsim.binary_frame"))
+NOT_COMPARED = frozenset(("input_audio_buffer.append", UNPARSED_FRAME, BINARY_FRAME))
 ECHOED_IDS = ("item_id", "response_id")
 ITEM_FIELDS = ("type", "role", "call_id")
 AUDIO_DELTAS = frozenset(("response.output_audio.delta", "response.audio.delta"))
@@ -177,7 +178,10 @@ class Playback:
                     break
                 if msg.type == WSMsgType.BINARY:
                     self.history.record(
-                        "event", dir="in", conn=self.script.conn, event={"binary_bytes": len(msg.data)}
+                        "event",
+                        dir="in",
+                        conn=self.script.conn,
+                        event={"type": BINARY_FRAME, "binary_bytes": len(msg.data)},
                     )
                     continue
                 if msg.type != WSMsgType.TEXT:
@@ -187,7 +191,7 @@ class Playback:
                 except ValueError:
                     event = None
                 if not isinstance(event, dict):
-                    event = {"type": "rtsim.unparsed_frame", "text": str(msg.data)[:200]}
+                    event = {"type": UNPARSED_FRAME, "text": str(msg.data)[:200]}
                 self.history.event("in", self.script.conn, event)
                 if event.get("type") not in NOT_COMPARED:
                     self.incoming.put_nowait((self.loop.time(), event))
@@ -220,7 +224,12 @@ class Playback:
                         return
                     event = served_event(step.event)
                     self.history.event("out", self.script.conn, event)
-                    await self.ws.send_str(encode(event))
+                    if event["type"] == BINARY_FRAME:  # its length is all a trace keeps of it
+                        await self.ws.send_bytes(bytes(int(event.get("binary_bytes", 0))))
+                    elif event["type"] == UNPARSED_FRAME:
+                        await self.ws.send_str(str(event.get("text", "")))
+                    else:
+                        await self.ws.send_str(encode(event))
                     self.sent += 1
                     mark_t, mark_loop = step.t, self.loop.time()
                     continue
