@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "rtsim.scenarios.command",
     "rtsim.simulator.audio_cli",
     "rtsim.simulator.toxiproxy.command",
+    "rtsim.simulator.record",
+    "rtsim.simulator.replay",
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -59,8 +59,12 @@ def describe(conn: Carrier) -> dict[str, Any]:
     }
 
 
-def install(server: RealtimeServer, app: web.Application) -> None:
-    """Give `server` its control plane and add the API's routes to `app`."""
+def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[str] | None = None) -> None:
+    """Give `server` its control plane and add the API's routes to `app`.
+
+    `kinds` narrows the faults offered (the recording proxy has wire faults only, and no engine to keep
+    alive); None offers the whole catalogue and the streaming keep-alive call.
+    """
     control = ControlPlane(server)
     server.control = control
 
@@ -89,6 +93,7 @@ def install(server: RealtimeServer, app: web.Application) -> None:
                 "faults": [
                     {"kind": k.name, "scope": k.scope, "params": sorted(k.params.fields), "doc": k.doc}
                     for k in faults.CATALOGUE.values()
+                    if kinds is None or k.name in kinds
                 ]
             }
         )
@@ -102,6 +107,12 @@ def install(server: RealtimeServer, app: web.Application) -> None:
             return bad_request(400, 'The request body must be a JSON object: {"kind": ..., "params": ...}.')
         try:
             body = check(FAULT_REQUEST, body, "")
+            if kinds is not None and body["kind"] not in kinds:
+                raise RealtimeError(
+                    f"Fault kind '{body['kind']}' is not offered here. Offered: {', '.join(kinds)}.",
+                    code="invalid_value",
+                    param="kind",
+                )
             outcome = control.inject(
                 body["kind"], body.get("params"), body.get("target"), body.get("when"), route="control-api"
             )
@@ -162,4 +173,5 @@ def install(server: RealtimeServer, app: web.Application) -> None:
     app.router.add_delete(f"{PREFIX}/faults/{{fault_id}}", guarded(delete_fault))
     app.router.add_get(f"{PREFIX}/history", guarded(history))
     app.router.add_get(f"{PREFIX}/summary", guarded(summary))
-    app.router.add_post("/v1/streaming.keep_alive", keep_alive)
+    if kinds is None:
+        app.router.add_post("/v1/streaming.keep_alive", keep_alive)
