@@ -6,6 +6,7 @@ returns the value (objects copied) or raises `RealtimeError` with `param` set to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,9 +81,25 @@ class Num(Spec):
     def check(self, value: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise invalid_type(path, "a number", value)
+        try:
+            finite = math.isfinite(value)  # an int too large for a float overflows here
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise not_finite(path, value)
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise out_of_range(path, float(value), self.low, self.high)
         return value
+
+
+def not_finite(path: str, value: Any) -> RealtimeError:
+    """NaN, an infinity or an overflowing number: never a valid parameter (JSON has no such values)."""
+    shown = value if isinstance(value, float) else "a number too large"
+    return RealtimeError(
+        f"Invalid '{path}': expected a finite number, but got {shown} instead.",
+        code="invalid_value",
+        param=path,
+    )
 
 
 @dataclass(frozen=True)
