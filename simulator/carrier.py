@@ -20,7 +20,6 @@ from .history import History, summarize_event
 from .protocol import RealtimeError, decode_client_frame
 from .stages import Stage, Timed
 
-
 INTERNAL_ERROR_REASON = "internal server error"
 
 
@@ -143,7 +142,7 @@ class Carrier:
         visibly: a `server_error` record, then a 1011 close — never a session that is listed but silent."""
         try:
             await self._write_loop()
-        except Exception as exc:  # noqa: BLE001 — any failure must end the session, not the task alone
+        except Exception as exc:
             self.history.record(
                 "server_error",
                 session=self.session.id,
