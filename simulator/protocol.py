@@ -151,17 +151,24 @@ def out_of_range(param: str, value: float, low: float | None, high: float | None
     kind = "integer" if isinstance(value, int) else "decimal"
     if low is not None and value < low:
         return RealtimeError(
-            f"Invalid '{param}': {kind} below minimum value. Expected a value >= {low:g}, "
-            f"but got {value:g} instead.",
+            f"Invalid '{param}': {kind} below minimum value. Expected a value >= {_number(low)}, "
+            f"but got {_number(value)} instead.",
             code=f"{kind}_below_min_value",
             param=param,
         )
     return RealtimeError(
-        f"Invalid '{param}': {kind} above maximum value. Expected a value <= {high:g}, "
-        f"but got {value:g} instead.",
+        f"Invalid '{param}': {kind} above maximum value. Expected a value <= {_number(high)}, "
+        f"but got {_number(value)} instead.",
         code=f"{kind}_above_max_value",
         param=param,
     )
+
+
+def _number(value: float | None) -> str:
+    try:
+        return f"{value:g}"
+    except OverflowError:  # an integer too large for a float
+        return str(value)
 
 
 def _quote(value: Any) -> str:

@@ -20,6 +20,8 @@ from .protocol import (
     unknown_parameter,
 )
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 
 class Spec:
     def check(self, value: Any, path: str) -> Any:
@@ -68,8 +70,11 @@ class Int(Spec):
                 value = int(value)
             else:
                 raise invalid_type(path, "an integer", value)
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise out_of_range(path, value, self.low, self.high)
+        # Unbounded means a 64-bit integer, as the service's own parsers hold them.
+        low = self.low if self.low is not None else INT64_MIN
+        high = self.high if self.high is not None else INT64_MAX
+        if not low <= value <= high:
+            raise out_of_range(path, value, low, high)
         return value
 
 
