@@ -42,8 +42,14 @@ async def test_browser_requests_are_refused_with_403(server: RealtimeServer, hea
 async def test_a_post_that_is_not_declared_json_is_refused(server: RealtimeServer) -> None:
     ws = await open_session(server)
     raw = json.dumps({"kind": "drop"}).encode()
-    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-        status, _, _ = await http(server, "POST", "/_rtsim/faults", raw=raw, headers={"Content-Type": content_type})
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ):
+        status, _, _ = await http(
+            server, "POST", "/_rtsim/faults", raw=raw, headers={"Content-Type": content_type}
+        )
         assert status == 415, content_type
     assert not server.history.select(kind="fault")
     status, _, _ = await http(server, "POST", "/_rtsim/faults", raw=raw)  # declared JSON: applied

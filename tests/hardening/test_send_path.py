@@ -40,9 +40,7 @@ async def test_a_lone_surrogate_is_invalid_json_and_the_session_goes_on(
     assert error["type"] == "error" and error["error"]["code"] == "invalid_json"
     assert "surrogate" in error["error"]["message"]
     assert await text_turn(ws, "and still answered")
-    status, _, _ = await http(
-        server, "POST", "/_rtsim/faults", {"kind": "close", "params": {"code": 1000}}
-    )
+    status, _, _ = await http(server, "POST", "/_rtsim/faults", {"kind": "close", "params": {"code": 1000}})
     assert status == 200
     with pytest.raises(ConnectionClosed):
         while True:
