@@ -84,12 +84,11 @@ async def test_a_nan_vad_threshold_is_an_error_event_not_a_dead_session(server: 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "1e999"])
 async def test_no_token_can_be_minted_with_a_non_finite_config(server: RealtimeServer, literal: str) -> None:
-    raw = (
-        '{"session":{"type":"realtime","audio":{"input":{"turn_detection":'
-        f'{{"type":"server_vad","threshold":{literal}}}}}}}}}'
-    ).encode()
-    status, body, _ = await http(server, "POST", "/v1/realtime/client_secrets", raw=raw, headers=AUTH)
-    assert status == 400 and "parse the JSON body" in body["error"]["message"]
+    vad = {"type": "server_vad", "threshold": "THRESHOLD"}
+    body = {"session": {"type": "realtime", "audio": {"input": {"turn_detection": vad}}}}
+    raw = json.dumps(body).replace('"THRESHOLD"', literal).encode()
+    status, reply, _ = await http(server, "POST", "/v1/realtime/client_secrets", raw=raw, headers=AUTH)
+    assert status == 400 and "parse the JSON body" in reply["error"]["message"]
     assert not server.history.select(kind="token")
 
 
