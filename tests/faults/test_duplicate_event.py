@@ -4,46 +4,19 @@ through the control API, the generated `rtsim fault` flags and a fault plan."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from rtsim.scenarios.checkers import RunView, no_duplicate_responses
 from rtsim.scenarios.spec import UserTurn
 from rtsim.simulator import cli
 from rtsim.simulator.server import RealtimeServer
 from tests.support.faults import http, inject, session_id_of
-from tests.support.wire import KEY, open_session, recv, ws_url
+from tests.support.wire import KEY, ask, open_session, receive_for, recv, ws_url
 
 QUESTION = "What is the capital of France?"
-
-
-async def ask(ws: ClientConnection, text: str = QUESTION) -> None:
-    await ws.send(
-        json.dumps(
-            {
-                "type": "conversation.item.create",
-                "item": {
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": text}],
-                },
-            }
-        )
-    )
-    await ws.send(json.dumps({"type": "response.create"}))
-
-
-async def receive_for(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
-    """Everything the client receives until the socket has been quiet for `seconds`."""
-    received = []
-    while True:
-        try:
-            received.append(await recv(ws, seconds))
-        except TimeoutError:
-            return received
 
 
 def of_type(events: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
@@ -62,7 +35,7 @@ async def test_the_client_receives_the_next_event_of_the_type_twice_and_the_hist
     outcome = await inject(server, "duplicate-event", {"type": "response.done"}, {"session": sid})
     assert outcome["applied_to"] == [sid] and "twice" in outcome["result"]
 
-    await ask(ws)
+    await ask(ws, QUESTION)
     first = await receive_for(ws, 0.5)
     done = of_type(first, "response.done")
     assert len(done) == 2 and done[0] == done[1]  # identical, the same event_id included
@@ -88,7 +61,7 @@ async def test_count_duplicates_that_many_of_the_next_events(server: RealtimeSer
     sid = await session_id_of(ws, server)
     await inject(server, "duplicate-event", {"type": "response.created", "count": 2}, {"session": sid})
     for expected in (2, 2, 1):
-        await ask(ws)
+        await ask(ws, QUESTION)
         assert len(of_type(await receive_for(ws, 0.5), "response.created")) == expected
     await ws.close()
 
@@ -99,7 +72,7 @@ async def test_the_checker_sees_a_duplicated_response_done_as_a_turn_answered_tw
     ws = await open_session(server)
     sid = await session_id_of(ws, server)
     await inject(server, "duplicate-event", {"type": "response.done"}, {"session": sid})
-    await ask(ws)
+    await ask(ws, QUESTION)
     await receive_for(ws, 0.5)
     await ws.close()
     await asyncio.sleep(0.2)
@@ -141,7 +114,7 @@ async def test_rtsim_fault_reaches_it_through_generated_flags(
     argv = ["fault", "duplicate-event", "--server", server.base_url, "--session", sid, "--type"]
     code = await asyncio.to_thread(cli.main, [*argv, "response.done", "--count", "1"])
     assert code == 0 and capsys.readouterr().out.startswith(f"duplicate-event → {sid}: ")
-    await ask(ws)
+    await ask(ws, QUESTION)
     assert len(of_type(await receive_for(ws, 0.5), "response.done")) == 2
 
     code = await asyncio.to_thread(cli.main, [*argv, "response.nope"])
@@ -160,7 +133,7 @@ async def test_a_fault_plan_deals_it(server: RealtimeServer) -> None:
         },
     )
     assert (await recv(ws))["type"] == "session.created"
-    await ask(ws)
+    await ask(ws, QUESTION)
     assert len(of_type(await receive_for(ws, 0.5), "response.done")) == 2
     (fault,) = server.history.select(kind="fault")
     assert (fault["fault"], fault["route"]) == ("duplicate-event", "plan:connection")

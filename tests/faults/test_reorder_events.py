@@ -4,12 +4,11 @@ through the control API, the generated `rtsim fault` flags and a fault plan; rep
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from rtsim.scenarios.checkers import RunView, no_duplicate_responses, no_lost_turns
 from rtsim.scenarios.spec import UserTurn
@@ -17,35 +16,9 @@ from rtsim.simulator import cli
 from rtsim.simulator.faults.reorder_events import shuffled
 from rtsim.simulator.server import RealtimeServer
 from tests.support.faults import http, inject, session_id_of
-from tests.support.wire import KEY, open_session, recv, ws_url
+from tests.support.wire import KEY, ask, open_session, receive_for, recv, ws_url
 
 STORY = "Tell me a story."
-
-
-async def ask(ws: ClientConnection, text: str = STORY) -> None:
-    await ws.send(
-        json.dumps(
-            {
-                "type": "conversation.item.create",
-                "item": {
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": text}],
-                },
-            }
-        )
-    )
-    await ws.send(json.dumps({"type": "response.create"}))
-
-
-async def receive_for(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
-    """Everything the client receives until the socket has been quiet for `seconds`."""
-    received = []
-    while True:
-        try:
-            received.append(await recv(ws, seconds))
-        except TimeoutError:
-            return received
 
 
 def produced_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -59,7 +32,7 @@ async def reordered_turn(
     ws = await open_session(server)
     sid = await session_id_of(ws, server)
     await inject(server, "reorder-events", {} if count is None else {"count": count}, {"session": sid})
-    await ask(ws)
+    await ask(ws, STORY)
     received = await receive_for(ws, 0.5)
     await ws.close()
     return sid, received
@@ -132,7 +105,7 @@ async def test_rtsim_fault_reaches_it_through_generated_flags(
         cli.main, ["fault", "reorder-events", "--server", server.base_url, "--session", sid, "--count", "4"]
     )
     assert code == 0 and capsys.readouterr().out.startswith(f"reorder-events → {sid}: the next 4")
-    await ask(ws)
+    await ask(ws, STORY)
     received = await receive_for(ws, 0.5)
     expected = produced_order(received)
     assert received[:4] != expected[:4] and received[4:] == expected[4:]
@@ -145,7 +118,7 @@ async def test_a_fault_plan_deals_it(server: RealtimeServer) -> None:
         additional_headers={"Authorization": f"Bearer {KEY}", "X-Rtsim-Chaos": "reorder-events:count=5"},
     )
     assert (await recv(ws))["type"] == "session.created"  # dealt right after the session is announced
-    await ask(ws)
+    await ask(ws, STORY)
     received = await receive_for(ws, 0.5)
     expected = produced_order(received)
     assert received[:5] != expected[:5] and received[5:] == expected[5:]

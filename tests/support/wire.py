@@ -38,7 +38,8 @@ async def open_session(server: RealtimeServer, key: str = KEY, **kwargs: Any) ->
     return ws
 
 
-async def text_turn(ws: ClientConnection, text: str) -> str:
+async def ask(ws: ClientConnection, text: str) -> None:
+    """A typed user turn and a response.create, without waiting for the answer."""
     await ws.send(
         json.dumps(
             {
@@ -52,6 +53,20 @@ async def text_turn(ws: ClientConnection, text: str) -> str:
         )
     )
     await ws.send(json.dumps({"type": "response.create"}))
+
+
+async def receive_for(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    """Everything the client receives until the socket has been quiet for `seconds`."""
+    received = []
+    while True:
+        try:
+            received.append(await recv(ws, seconds))
+        except TimeoutError:
+            return received
+
+
+async def text_turn(ws: ClientConnection, text: str) -> str:
+    await ask(ws, text)
     events = await recv_until(ws, "response.done")
     done = events[-1]
     return "".join(
