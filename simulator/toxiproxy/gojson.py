@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from decimal import Decimal
@@ -47,6 +48,7 @@ class Float32(float):
 
 
 MAX_NESTING_DEPTH = 10_000  # encoding/json's maxNestingDepth
+_SURROGATE = re.compile("[\ud800-\udfff]")
 INT_RANGES = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1), "int": (-(2**63), 2**63 - 1)}
 
 
@@ -117,6 +119,30 @@ def decode_body(raw: bytes) -> object:
             if str(exc).startswith(python_text):
                 phrase = go_phrase
         raise BadRequestBody(f"invalid character {text[position]!r} {phrase}") from None
+    return _well_formed(value)
+
+
+def _well_formed(value: object) -> object:
+    """Lone surrogate escapes become U+FFFD, as Go's decoder makes them (in place, without recursion)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if not value.isascii() else value
+    stack: list[object] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in list(node):
+                item = node[key]
+                if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key):
+                    del node[key]
+                    key = _SURROGATE.sub("\ufffd", key)
+                node[key] = _well_formed(item) if isinstance(item, str) else item
+                stack.append(item)
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = _well_formed(item)
+                else:
+                    stack.append(item)
     return value
 
 

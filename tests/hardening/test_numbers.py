@@ -144,7 +144,9 @@ async def test_a_non_utf8_sdp_offer_is_a_400(server: RealtimeServer) -> None:
         b'{"kind": "close", "target": {"key": "sk-\\udc00"}}',
     ],
 )
-async def test_the_control_api_refuses_non_finite_numbers_and_lone_surrogates(server: RealtimeServer, raw: bytes) -> None:
+async def test_the_control_api_refuses_non_finite_numbers_and_lone_surrogates(
+    server: RealtimeServer, raw: bytes
+) -> None:
     status, body, _ = await http(server, "POST", "/_rtsim/faults", raw=raw)
     assert status == 400 and body["error"]["message"]
     # and the server is unharmed: minting and handshakes still work

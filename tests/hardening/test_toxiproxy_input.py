@@ -69,3 +69,15 @@ async def test_the_largest_float32_and_int64_are_still_accepted(
     status, text = await post(toxiproxy, "/proxies/p/toxics", json.dumps(body).encode())
     assert status == 200, text
     assert json.loads(text)["attributes"]["latency"] == 2**63 - 1
+
+
+async def test_a_lone_surrogate_becomes_u_fffd_as_go_decodes_it(
+    toxiproxy: tuple[str, aiohttp.ClientSession],
+) -> None:
+    raw = b'{"name": "half\\ud800", "upstream": "127.0.0.1:20001", "listen": "127.0.0.1:0"}'
+    status, text = await post(toxiproxy, "/proxies", raw)
+    assert status == 201, text
+    assert json.loads(text)["name"] == "half\ufffd"
+    url, session = toxiproxy
+    async with session.get(f"{url}/proxies") as listing:
+        assert listing.status == 200 and "half\ufffd" in json.loads(await listing.text())
