@@ -79,7 +79,9 @@ class ServerConfig:
     admin_token: str | None = None  # guards the control API when bound beyond loopback
     chaos: str | None = None  # a fault plan applied to every session (see simulator/plan.py)
     history_limit: int | None = None  # records kept in memory (None: all); --record DIR keeps all on disk
-    header_timeout: float = 10.0  # a connection that has not sent a whole request head by then is closed
+    # A connection without a whole request head by then is closed; also the idle keep-alive limit, so it stays
+    # above the pools of common clients (aiohttp 15 s, httpx 5 s), which then always close first.
+    header_timeout: float = 20.0
     # Mixed into session and event ids with the seed: set (rtsim serve without --seed does), ids cannot be
     # predicted from the seed; empty, they are reproducible from the seed alone.
     id_secret: str = ""
