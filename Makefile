@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run demo test bench clean
+.PHONY: setup chromium report-screenshot run demo test bench clean
 
 $(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory chromium
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -14,8 +15,24 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The report tests open the HTML report in the system Chromium (Playwright drives it; no browser download).
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y chromium; \
+	else \
+		echo "Chromium is missing: the report tests will be skipped. Install it with"; \
+		echo "  sudo apt-get install chromium   (Debian/Ubuntu; or set RTSIM_CHROMIUM=/path/to/chrome)"; \
+	fi
+
 run: $(STAMP)
 	$(BIN)/rtsim run
+
+# docs/report.png: the report of a known failure (the naive client loses a connection mid-answer).
+report-screenshot: $(STAMP)
+	rm -rf build/report-screenshot
+	-$(BIN)/rtsim run drop-mid-response --client naive --out build/report-screenshot
+	$(BIN)/python -m rtsim.scenarios.screenshot build/report-screenshot/*/report.html docs/report.png
 
 demo: $(STAMP)
 	$(BIN)/rtsim demo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -11,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from .runner import CLIENTS, ClientSpec, RunResult, run_matrix
+from .progress import LiveProgress, live_wanted
+from .report import write_report
+from .runner import CLIENTS, ClientSpec, RunResult, matrix_pairs, run_matrix
 from .spec import ScenarioError, discover
 
 FIGURES = ("sessions", "reconnects", "max_reconnect_gap_s", "rotations", "attempts", "answered")
@@ -75,21 +78,26 @@ def run_command(args: argparse.Namespace) -> int:
         flush=True,
     )
     started = time.monotonic()
-    results = asyncio.run(
-        run_matrix(
-            scenarios,
-            clients,
-            seed=args.seed,
-            jobs=args.jobs,
-            out_dir=out_dir,
-            server_url=args.server,
-            progress=lambda line: print("  " + line, flush=True),
-        )
+    matrix = functools.partial(
+        run_matrix,
+        scenarios,
+        clients,
+        seed=args.seed,
+        jobs=args.jobs,
+        out_dir=out_dir,
+        server_url=args.server,
     )
+    if live_wanted():
+        with LiveProgress(matrix_pairs(scenarios, clients), args.jobs) as display:
+            results = asyncio.run(matrix(on_start=display.started, on_done=display.finished))
+    else:
+        results = asyncio.run(matrix(progress=lambda line: print("  " + line, flush=True)))
     elapsed = time.monotonic() - started
     report = format_report(results, elapsed)
     print(report)
     (out_dir / "report.txt").write_text(report)
+    html_path = write_report(results, out_dir / "report.html")
+    print(f"HTML report: {html_path}")
     if args.junit:
         Path(args.junit).write_text(junit_xml(results, elapsed))
     return 0 if all(r.passed for r in results) else 1

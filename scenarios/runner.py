@@ -67,6 +67,7 @@ class RunResult:
     log_path: Path | None = None
     timed_out: bool = False
     faults: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the history, for the report
 
     @property
     def passed(self) -> bool:
@@ -284,6 +285,7 @@ async def run_one(
         log_path,
         timed_out,
         nemesis.log,
+        records,
     )
 
 
@@ -379,6 +381,15 @@ class Nemesis:
 DEFAULT_CLIENT = {"websocket": "reference", "webrtc": "reference-webrtc"}
 
 
+def matrix_pairs(
+    scenarios: Sequence[Scenario], clients: Sequence[ClientSpec]
+) -> list[tuple[Scenario, ClientSpec]]:
+    """The runs of a matrix, in order: every scenario per client, or each with its transport's reference."""
+    if clients:
+        return [(s, c) for c in clients for s in scenarios]
+    return [(s, ClientSpec.named(DEFAULT_CLIENT[s.transport])) for s in scenarios]
+
+
 async def run_matrix(
     scenarios: Sequence[Scenario],
     clients: Sequence[ClientSpec],
@@ -388,28 +399,31 @@ async def run_matrix(
     out_dir: Path,
     server_url: str | None = None,
     progress: Callable[[str], None] | None = None,
+    on_start: Callable[[Scenario, ClientSpec], None] | None = None,
+    on_done: Callable[[RunResult, str], None] | None = None,
 ) -> list[RunResult]:
     """Every scenario against every client, `jobs` at a time (each run has its own simulator and port).
 
-    With no clients named, each scenario runs against the reference client of its transport.
+    With no clients named, each scenario runs against the reference client of its transport. `progress`
+    gets a line per finished run; `on_start` and `on_done` (the result and that line) feed a live display.
     """
     semaphore = asyncio.Semaphore(jobs)
-    if clients:
-        pairs = [(s, c) for c in clients for s in scenarios]
-    else:
-        pairs = [(s, ClientSpec.named(DEFAULT_CLIENT[s.transport])) for s in scenarios]
+    pairs = matrix_pairs(scenarios, clients)
     done = 0
 
     async def one(scenario: Scenario, client: ClientSpec) -> RunResult:
         nonlocal done
         async with semaphore:
+            if on_start is not None:
+                on_start(scenario, client)
             result = await run_one(scenario, client, seed=seed, out_dir=out_dir, server_url=server_url)
         done += 1
+        status = "PASS" if result.passed else "FAIL"
+        line = f"[{done}/{len(pairs)}] {scenario.name} × {client.name}: {status} ({result.seconds:.1f}s)"
         if progress is not None:
-            status = "PASS" if result.passed else "FAIL"
-            progress(
-                f"[{done}/{len(pairs)}] {scenario.name} × {client.name}: {status} ({result.seconds:.1f}s)"
-            )
+            progress(line)
+        if on_done is not None:
+            on_done(result, line)
         return result
 
     return list(await asyncio.gather(*(one(s, c) for s, c in pairs)))

@@ -17,6 +17,9 @@ from tests.support.engine import make_session
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The pytest plugin's own tests run small suites of their own.
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def engine() -> Callable[..., Session]:
