@@ -20,6 +20,8 @@ from .history import History, summarize_event
 from .protocol import RealtimeError, decode_client_frame
 from .stages import Stage, Timed
 
+INTERNAL_ERROR_REASON = "internal server error"
+
 
 def binary_frame_error(unit: str = "frame") -> RealtimeError:
     """What a client gets for a binary frame (or data-channel message): events are JSON text."""
@@ -134,7 +136,30 @@ class Carrier:
         self.outbound.extend(items)
 
     async def writer(self) -> None:
-        """Send what left the chain in order, each no earlier than due (so never before the one ahead)."""
+        """Send what left the chain in order, each no earlier than due (so never before the one ahead).
+
+        Whatever fails on the way (an event that cannot be encoded, a fault's callback) ends the session
+        visibly: a `server_error` record, then a 1011 close — never a session that is listed but silent."""
+        try:
+            await self._write_loop()
+        except Exception as exc:
+            self.history.record(
+                "server_error",
+                session=self.session.id,
+                conn=self.conn_id,
+                key_id=self.key_id,
+                where="send",
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+            self.outbound.clear()
+            self.session.close_request = (1011, INTERNAL_ERROR_REASON)
+            await self._fail_closed()
+
+    async def _fail_closed(self) -> None:
+        """Adapter hook: the send path failed; end the session with 1011 (`session.close_request`)."""
+        self._on_close_request()
+
+    async def _write_loop(self) -> None:
         outbound, loop = self.outbound, self.loop
         while True:
             await self.wake.wait()

@@ -20,6 +20,8 @@ and `kind`:
 - `fault_scheduled` / `fault_cancelled` / `fault_skipped` — a fault set for later, called off, or whose
   target had gone when its moment came (`fault_id`, `reason`).
 - `keep_alive` — the streaming keep-alive call reset a session's idle timer (`session`, `key_id`).
+- `server_error` — a session's send path failed (`session`, `conn`, `key_id`, `where`, `error`); the
+  session is then closed with 1011.
 - `transport` — a WebRTC transport state change: `call_id`, `session`, `what` (`ice` | `connection` |
   `datachannel`), `state`. WebRTC `handshake`, `session` and `close` records carry `transport` (`webrtc` or
   `sideband`) and `call_id`; their `close.code` is None unless the session cap or a shutdown ended them.
@@ -29,8 +31,11 @@ Checkers and replay read these; `key_id` joins the records of one client identit
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -74,9 +79,15 @@ class History:
         if record_dir is not None:
             directory = Path(record_dir)
             directory.mkdir(parents=True, exist_ok=True)
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started_wall))
-            self.path = directory / (name or f"history-{stamp}.jsonl")
-            self._file = self.path.open("a", encoding="utf-8")
+            if name is not None:
+                self.path = directory / name
+                self._file = self.path.open("a", encoding="utf-8")
+            else:  # one new file per server: two started in the same second never share one
+                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started_wall))
+                while self._file is None:
+                    self.path = directory / f"history-{stamp}-{os.getpid()}-{secrets.token_hex(3)}.jsonl"
+                    with contextlib.suppress(FileExistsError):
+                        self._file = self.path.open("x", encoding="utf-8")
 
     def now(self) -> float:
         return time.monotonic() - self.started

@@ -18,11 +18,13 @@ plan gives the same decisions in every process, under load, and on a re-run with
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import CATALOGUE, timing, validate
+from .faults.kind import MAX_FAULT_SECONDS
 from .protocol import RealtimeError
 
 TIMING_KEYS = ("at", "within", "after_event")
@@ -145,8 +147,8 @@ def parse(text: str) -> FaultPlan:
             _bad(raw, exc.message)
         for key in ("at", "within"):
             value = timing_values.get(key)
-            if value is not None and (isinstance(value, bool | str) or value < 0):
-                _bad(raw, f"{key} must be a number of seconds (>= 0), got '{value}'")
+            if value is not None and not _is_seconds(value):
+                _bad(raw, f"{key} must be a number of seconds from 0 to {MAX_FAULT_SECONDS:g}, got '{value}'")
         if spec.scope == "server" and (probability != 1 or "within" in timing_values or after_event):
             _bad(raw, f"'{spec.name}' is server-wide: it takes at=SECONDS only (no @, within or after_event)")
         entries.append(
@@ -160,6 +162,13 @@ def parse(text: str) -> FaultPlan:
             )
         )
     return FaultPlan(tuple(entries), seed, text)
+
+
+def _is_seconds(value: Any) -> bool:
+    """A finite delay in range: NaN or an infinity would become a timer the event loop cannot order."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return (isinstance(value, int) or math.isfinite(value)) and 0 <= value <= MAX_FAULT_SECONDS
 
 
 def _bad(entry: str, why: str) -> Any:

@@ -7,7 +7,9 @@ Everything here is pure (no I/O). Error codes and messages follow the real servi
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
 import string
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +75,12 @@ TRANSPORT_EVENT_TYPES = frozenset(
 # largest event we parse. Larger frames get an error event and are dropped, the session goes on.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
+# JSON from outside is refused beyond this nesting: deep enough for any real tool schema, and far below what
+# Python's recursion (the decoder, deepcopy, the encoder) survives.
+MAX_JSON_DEPTH = 100
+
 _ALPHABET = string.ascii_letters + string.digits
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RealtimeError(Exception):
@@ -144,17 +151,24 @@ def out_of_range(param: str, value: float, low: float | None, high: float | None
     kind = "integer" if isinstance(value, int) else "decimal"
     if low is not None and value < low:
         return RealtimeError(
-            f"Invalid '{param}': {kind} below minimum value. Expected a value >= {low:g}, "
-            f"but got {value:g} instead.",
+            f"Invalid '{param}': {kind} below minimum value. Expected a value >= {_number(low)}, "
+            f"but got {_number(value)} instead.",
             code=f"{kind}_below_min_value",
             param=param,
         )
     return RealtimeError(
-        f"Invalid '{param}': {kind} above maximum value. Expected a value <= {high:g}, "
-        f"but got {value:g} instead.",
+        f"Invalid '{param}': {kind} above maximum value. Expected a value <= {_number(high)}, "
+        f"but got {_number(value)} instead.",
         code=f"{kind}_above_max_value",
         param=param,
     )
+
+
+def _number(value: float | None) -> str:
+    try:
+        return f"{value:g}"
+    except OverflowError:  # an integer too large for a float
+        return str(value)
 
 
 def _quote(value: Any) -> str:
@@ -169,8 +183,8 @@ def decode_client_frame(text: str) -> dict[str, Any]:
             code="event_too_large",
         )
     try:
-        event = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        event = loads_strict(text)
+    except ValueError as exc:
         raise RealtimeError(
             f"We could not parse the JSON body of your request. ({exc})", code="invalid_json"
         ) from None
@@ -181,6 +195,54 @@ def decode_client_frame(text: str) -> dict[str, Any]:
             code="invalid_json",
         )
     return event
+
+
+class StrictJSONError(ValueError):
+    """JSON that RFC 8259 or our bounds refuse (raised for NaN, Infinity, lone surrogates, deep nesting)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise StrictJSONError(f"'{name}' is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise StrictJSONError(f"number '{text}' is out of range")
+    return value
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse JSON as strict parsers do: no NaN/Infinity, no number that overflows to infinity, no lone
+    surrogate escape (it cannot be encoded as UTF-8), and at most MAX_JSON_DEPTH levels of nesting.
+
+    Raises ValueError (json.JSONDecodeError, or StrictJSONError naming the problem)."""
+    if isinstance(text, bytes | bytearray):
+        text = bytes(text).decode("utf-8")  # UnicodeDecodeError is a ValueError
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise StrictJSONError(f"nesting deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_tree(value)
+    return value
+
+
+def _check_tree(value: Any) -> None:
+    """Depth and lone surrogates, without recursion (the tree may be as deep as the decoder allowed)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii() and _SURROGATE.search(node):
+                raise StrictJSONError("lone leading surrogate in hex escape")
+        elif isinstance(node, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise StrictJSONError(f"nesting deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(node, dict):
+                stack.extend((key, depth) for key in node)
+                stack.extend((item, depth + 1) for item in node.values())
+            else:
+                stack.extend((item, depth + 1) for item in node)
 
 
 def check_event_type(event: dict[str, Any]) -> str:
@@ -204,7 +266,12 @@ def client_event_id(event: Any) -> str | None:
 
 
 def encode(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    """One event as a JSON text frame, always encodable as UTF-8: a lone surrogate that reached an event
+    (input refuses them, so only a server-side source could) goes out as U+FFFD."""
+    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 @dataclass

@@ -6,6 +6,7 @@ returns the value (objects copied) or raises `RealtimeError` with `param` set to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from .protocol import (
     out_of_range,
     unknown_parameter,
 )
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Spec:
@@ -67,8 +70,11 @@ class Int(Spec):
                 value = int(value)
             else:
                 raise invalid_type(path, "an integer", value)
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise out_of_range(path, value, self.low, self.high)
+        # Unbounded means a 64-bit integer, as the service's own parsers hold them.
+        low = self.low if self.low is not None else INT64_MIN
+        high = self.high if self.high is not None else INT64_MAX
+        if not low <= value <= high:
+            raise out_of_range(path, value, low, high)
         return value
 
 
@@ -80,9 +86,25 @@ class Num(Spec):
     def check(self, value: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise invalid_type(path, "a number", value)
+        try:
+            finite = math.isfinite(value)  # an int too large for a float overflows here
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise not_finite(path, value)
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise out_of_range(path, float(value), self.low, self.high)
         return value
+
+
+def not_finite(path: str, value: Any) -> RealtimeError:
+    """NaN, an infinity or an overflowing number: never a valid parameter (JSON has no such values)."""
+    shown = value if isinstance(value, float) else "a number too large"
+    return RealtimeError(
+        f"Invalid '{path}': expected a finite number, but got {shown} instead.",
+        code="invalid_value",
+        param=path,
+    )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 
 from .protocol import RealtimeError
@@ -37,7 +38,12 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="accepted API key (repeatable); with none, any key starting sk- is accepted",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for ids, audio and the model")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed for ids, audio and the model (default 0; given, session ids are reproducible from it "
+        "alone, otherwise they also depend on a secret of this process)",
+    )
     parser.add_argument(
         "--response-latency",
         type=float,
@@ -83,7 +89,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_session=args.max_session,
         token_ttl=args.token_ttl,
         api_keys=list(args.api_key),
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else 0,
+        # Without an explicit --seed nobody relies on reproducible ids, so an outsider must not predict them.
+        id_secret="" if args.seed is not None else secrets.token_hex(16),
         response_latency=args.response_latency,
         record_dir=args.record,
         expiry_ending=args.expiry_ending,

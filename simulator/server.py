@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ from .engine import Limits
 from .faults import FaultState
 from .history import History
 from .model import Script
-from .protocol import IdFactory, RealtimeError, encode
+from .protocol import IdFactory, RealtimeError, encode, loads_strict
 from .schema import Enum, Int, Obj, check
 from .tokens import Token, TokenAuthority, key_id
 from .websocket import WebSocketCarrier
@@ -80,6 +79,18 @@ class ServerConfig:
     admin_token: str | None = None  # guards the control API when bound beyond loopback
     chaos: str | None = None  # a fault plan applied to every session (see simulator/plan.py)
     history_limit: int | None = None  # records kept in memory (None: all); --record DIR keeps all on disk
+    # A connection without a whole request head by then is closed; also the idle keep-alive limit, so it stays
+    # above the pools of common clients (aiohttp 15 s, httpx 5 s), which then always close first.
+    header_timeout: float = 20.0
+    # Mixed into session and event ids with the seed: set (rtsim serve without --seed does), ids cannot be
+    # predicted from the seed; empty, they are reproducible from the seed alone.
+    id_secret: str = ""
+
+    def ids(self, conn_id: str) -> IdFactory:
+        """The id factory of one connection's session."""
+        if self.id_secret:
+            return IdFactory.seeded(self.seed, self.id_secret, conn_id)
+        return IdFactory.seeded(self.seed, conn_id)
 
     @property
     def profile_spec(self) -> Profile:
@@ -123,7 +134,12 @@ class RealtimeServer:
     # ---- lifecycle --------------------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_FRAME_BYTES, handler_args={"max_field_size": 65536})
+        # aiohttp's keep-alive timer also runs from the moment a connection opens until its first request
+        # head is complete: the header-read timeout (slow or silent clients cannot hold sockets).
+        app = web.Application(
+            client_max_size=MAX_FRAME_BYTES,
+            handler_args={"max_field_size": 65536, "keepalive_timeout": self.config.header_timeout},
+        )
         app.router.add_get("/v1/realtime", self.realtime_websocket)
         app.router.add_post("/v1/realtime/client_secrets", self.create_client_secret)
         app.router.add_post("/v1/realtime/sessions", self.create_beta_session)
@@ -257,7 +273,7 @@ class RealtimeServer:
         session = admission.new_session(
             request,
             admitted,
-            IdFactory.seeded(self.config.seed, conn_id),
+            self.config.ids(conn_id),
             model=request.query.get("model") or request.query.get("deployment"),
         )
         admission.record_session(session, conn_id, admitted)
@@ -281,7 +297,7 @@ class RealtimeServer:
     async def _reject_key(self, ws: web.WebSocketResponse, conn_id: str, identity: str, key: str) -> None:
         event = {
             "type": "error",
-            "event_id": IdFactory.seeded(self.config.seed, conn_id).event(),
+            "event_id": self.config.ids(conn_id).event(),
             "error": {
                 "type": "invalid_request_error",
                 "code": "invalid_api_key",
@@ -320,7 +336,7 @@ class RealtimeServer:
         if not raw:
             return {}
         try:
-            body = json.loads(raw)
+            body = loads_strict(raw)
         except ValueError:
             raise RealtimeError(
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
@@ -445,6 +461,8 @@ class RealtimeServer:
 def _public_config(config: ServerConfig) -> dict[str, Any]:
     public = dict(config.__dict__)
     public["api_keys"] = [key_id(k) for k in config.api_keys]
+    public["admin_token"] = "<set>" if config.admin_token else None  # a secret: never in a record
+    public["id_secret"] = "<set>" if config.id_secret else None
     return public
 
 

@@ -102,7 +102,8 @@ class TokenAuthority:
         if not value.startswith(TOKEN_PREFIX) or "." not in value:
             raise TokenError("invalid")
         payload, _, signature = value[len(TOKEN_PREFIX) :].rpartition(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        # compare_digest takes ASCII str only; a signature with any other character is simply wrong
+        if not signature.isascii() or not hmac.compare_digest(signature, self._sign(payload)):
             raise TokenError("invalid")
         try:
             claims = json.loads(zlib.decompress(_unb64(payload)))

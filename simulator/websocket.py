@@ -70,6 +70,10 @@ class WebSocketCarrier(Carrier):
             return True
         return False
 
+    async def _fail_closed(self) -> None:
+        assert self.session.close_request is not None
+        await self.close(*self.session.close_request, by="server")
+
     async def close(self, code: int, reason: str, *, by: str) -> None:
         if self.closed_by is None:
             self.closed_by = by

@@ -7,12 +7,14 @@
     DELETE /_rtsim/faults/{id}            cancel a scheduled fault
     GET    /_rtsim/history                ?session=&key_id=&kind=&since= (JSON Lines)
     GET    /_rtsim/summary                per client identity: its connections and the gaps between them
-    POST   /v1/streaming.keep_alive       {session_id}: the streaming-session keep-alive (resets idle timers)
+    POST   /v1/streaming.keep_alive       {session_id}: the streaming keep-alive, with the session's key
 
 `target` is `{"session": ID}`, `{"key": API_KEY}` / `{"key_id": ID}` (every live session of that key), or
 `{}` (every live session). `when` is `{"after_ms": N}` or `{"at_event": {"type": T, "nth": N}}` (right after
-the Nth server event of type T on each targeted session). Bound to loopback the API is open; bound
-elsewhere it needs `X-Rtsim-Admin-Token` (`--admin-token`), and without one configured it is off.
+the Nth server event of type T on each targeted session). Bound to 127.0.0.1 or ::1 the API is open to
+local programs; bound elsewhere it needs `X-Rtsim-Admin-Token` (`--admin-token`), and without one
+configured it is off. Browser requests (an `Origin`, a cross-site `Sec-Fetch-Site`, a `Mozilla/` agent) get
+403 and POST bodies must be `application/json`, so no web page can drive it.
 
 Three modules along its seams: `routes` (the HTTP API), `scheduling` (`ControlPlane`: inject now or later,
 cancel, fault plans) and `commands` (`rtsim fault` / `sessions` / `history`).

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
-import json
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .. import faults
-from ..protocol import RealtimeError
+from ..admission import Refusal
+from ..protocol import RealtimeError, loads_strict
 from ..schema import Obj, Str, check
 from .scheduling import ControlPlane
 
@@ -34,13 +33,40 @@ def bad_request(status: int, message: str, param: str | None = None) -> web.Resp
     )
 
 
+# The only bind addresses the control API trusts without --admin-token: the loopback interface's own
+# addresses. Any other (127.0.0.2 included, and names, which may resolve anywhere) needs the token.
+TRUSTED_BIND_ADDRESSES = frozenset({"127.0.0.1", "::1"})
+SAFE_FETCH_SITES = frozenset({"none", "same-origin"})
+
+
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host in TRUSTED_BIND_ADDRESSES
+
+
+def browser_refusal(request: web.Request) -> web.Response | None:
+    """A 403 for a request a web page could have made (cross-site request forgery), as Toxiproxy refuses
+    `Mozilla/` user agents; None for a request from a program. POST bodies must be declared JSON, which a
+    page cannot do without a CORS preflight that this server never grants."""
+    headers = request.headers
+    if "Origin" in headers:
+        why = "an Origin header"
+    elif headers.get("Sec-Fetch-Site", "none").lower() not in SAFE_FETCH_SITES:
+        why = f"Sec-Fetch-Site: {headers['Sec-Fetch-Site']}"
+    elif headers.get("User-Agent", "").startswith("Mozilla/"):
+        why = "a browser User-Agent"
+    else:
+        if request.method == "POST" and request.content_type != "application/json":
+            return bad_request(
+                415, f"The control API takes Content-Type: application/json, not '{request.content_type}'."
+            )
+        return None
+    return bad_request(403, f"The control API refuses requests from browsers ({why}).")
+
+
+async def read_json(request: web.Request, empty: Any) -> Any:
+    """The body as strict JSON (`empty` when there is none); ValueError for anything else."""
+    raw = await request.read()
+    return loads_strict(raw) if raw else empty
 
 
 def describe(conn: Carrier) -> dict[str, Any]:
@@ -70,6 +96,8 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
 
     def guarded(handler: Handler) -> Handler:
         async def wrapper(request: web.Request) -> web.StreamResponse:
+            if (refused := browser_refusal(request)) is not None:
+                return refused
             if not is_loopback(server.config.host):
                 token = server.config.admin_token
                 if not token:
@@ -100,7 +128,7 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
 
     async def post_fault(request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.read() or b"null")
+            body = await read_json(request, None)
         except ValueError:
             return bad_request(400, "The request body is not valid JSON.")
         if not isinstance(body, dict):
@@ -153,13 +181,18 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         return web.json_response(server.history.summary())
 
     async def keep_alive(request: web.Request) -> web.Response:
+        # Authenticated as the real endpoint is: a key (or a token minted from it) of the session's own key.
         try:
-            body = json.loads(await request.read() or b"{}")
+            admitted = server.admission.authenticate(request)
+        except Refusal as refusal:
+            return refusal.response()
+        try:
+            body = await read_json(request, {})
             session_id = check(KEEP_ALIVE_REQUEST, body, "")["session_id"]
         except (ValueError, RealtimeError) as exc:
             return bad_request(400, getattr(exc, "message", "The request body is not valid JSON."))
         conn = next((c for c in server.live_carriers() if c.session.id == session_id), None)
-        if conn is None:
+        if conn is None or conn.key_id != admitted.key_id:  # another key's session is not even named
             return bad_request(404, f"Session '{session_id}' is not open.", "session_id")
         conn.session.keep_alive(conn.loop.time())
         conn.pump()

@@ -77,13 +77,14 @@ class ControlPlane:
             fault_id = f"fault_{next(self._ids)}"
             cancel = self._arm_on_sessions(fault_id, moment, targets, kind, checked, route)
             applies_to = [c.session.id for c in targets]
-        self.scheduled[fault_id] = Scheduled(fault_id, kind, checked, target, when, route, cancel)
+        shown = faults.public_target(target)
+        self.scheduled[fault_id] = Scheduled(fault_id, kind, checked, shown, when, route, cancel)
         self.server.history.record(
             "fault_scheduled",
             fault_id=fault_id,
             fault=kind,
             params=checked,
-            target=target,
+            target=shown,
             when=when,
             route=route,
         )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol import RealtimeError
 from ..schema import Bool, Obj, Str, check
+from ..tokens import key_id as key_id_of
 from .kind import CLOSE_CODES, MAX_REASON_BYTES, FaultKind, Scope, ServerSide, Target
 from .state import DEFAULT_RETRY_AFTER, FaultState, Rejection, retry_after_header
 from .timing import EVENT_TYPES, check_event_type
@@ -43,11 +44,21 @@ __all__ = [
     "check_event_type",
     "discover",
     "inject",
+    "public_target",
     "retry_after_header",
     "validate",
 ]
 
 TARGET = Obj({"session": Str(), "key_id": Str(), "key": Str(), "all": Bool()})
+
+
+def public_target(target: dict[str, Any]) -> dict[str, Any]:
+    """A target as records and listings show it: a raw API key becomes its key id."""
+    if "key" not in target:
+        return target
+    shown = {k: v for k, v in target.items() if k != "key"}
+    shown.setdefault("key_id", key_id_of(target["key"]))
+    return shown
 
 
 def discover() -> dict[str, FaultKind]:
@@ -116,7 +127,7 @@ def inject(
     target = check(TARGET, target or {}, "target")
     key_id = server.target_key_id(target)
     side = server_side(server)
-    record = {"fault": kind, "params": checked, "target": target, "route": route}
+    record = {"fault": kind, "params": checked, "target": public_target(target), "route": route}
     if spec.scope == "server":
         result = spec.apply(Target(side, key_id), checked)
         server.history.record("fault", **record, key_id=key_id, applied_to=[], result=result)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..protocol import RealtimeError
 from ..schema import Bool, Enum, Int, Num, Obj, Str
 from ..stages import HoldFirstDelta, Latency
-from .kind import CLOSE_CODES, MAX_REASON_BYTES, WEBSOCKET, FaultKind, Target
+from .kind import CLOSE_CODES, MAX_FAULT_SECONDS, MAX_REASON_BYTES, WEBSOCKET, FaultKind, Target
 
 if TYPE_CHECKING:
     from ..websocket import WebSocketCarrier
@@ -87,7 +87,7 @@ FAULTS = (
     FaultKind(
         "stall",
         "session",
-        Obj({"seconds": Num(0)}),
+        Obj({"seconds": Num(0, MAX_FAULT_SECONDS)}),
         stall,
         "half-open: nothing sent, pings unanswered, socket left open (optionally for N seconds)",
         WEBSOCKET,

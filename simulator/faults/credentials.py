@@ -7,7 +7,7 @@ from typing import Any
 
 from ..protocol import RealtimeError
 from ..schema import Num, Obj, Str
-from .kind import FaultKind, Target
+from .kind import MAX_FAULT_SECONDS, FaultKind, Target
 
 
 def expire_tokens(target: Target, params: dict[str, Any]) -> str:
@@ -55,14 +55,20 @@ FAULTS = (
     FaultKind(
         "expire-tokens",
         "server",
-        Obj({"token_id": Str(), "usable_for": Num(0), "advertise": Num(0)}),
+        Obj(
+            {
+                "token_id": Str(),
+                "usable_for": Num(0, MAX_FAULT_SECONDS),
+                "advertise": Num(0, MAX_FAULT_SECONDS),
+            }
+        ),
         expire_tokens,
         "every token of a key (or one token) expires now; or usable_for: tokens stop working early",
     ),
     FaultKind(
         "rate-limit",
         "server",
-        Obj({"seconds": Num(0), "retry_after": Num(0)}),
+        Obj({"seconds": Num(0, MAX_FAULT_SECONDS), "retry_after": Num(0, MAX_FAULT_SECONDS)}),
         rate_limit,
         "rate_limits.updated to zero on live sessions; token minting answers 429 with Retry-After",
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..schema import Enum, Int, Num, Obj, Str
-from .kind import CLOSE_CODES, MAX_REASON_BYTES, FaultKind, Target
+from .kind import CLOSE_CODES, MAX_FAULT_SECONDS, MAX_REASON_BYTES, FaultKind, Target
 from .state import DEFAULT_RETRY_AFTER, Rejection
 
 
@@ -37,7 +37,7 @@ FAULTS = (
                 "status": Enum((401, 403, 429, 500, 502, 503)),
                 "close_code": Enum(CLOSE_CODES),
                 "reason": Str(max_length=MAX_REASON_BYTES),
-                "retry_after": Num(0),
+                "retry_after": Num(0, MAX_FAULT_SECONDS),
             }
         ),
         reject_connects,

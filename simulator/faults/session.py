@@ -8,7 +8,7 @@ from typing import Any
 
 from ..protocol import RealtimeError
 from ..schema import Enum, Num, Obj
-from .kind import FaultKind, Target
+from .kind import MAX_FAULT_SECONDS, FaultKind, Target
 
 BENIGN_ERRORS = {
     "response_cancel_not_active": "Cancellation failed: no active response found.",
@@ -92,7 +92,7 @@ FAULTS = (
     FaultKind(
         "idle-timeout",
         "session",
-        Obj({"seconds": Num(0)}),
+        Obj({"seconds": Num(0, MAX_FAULT_SECONDS)}),
         idle_timeout,
         "set the activity idle timeout (seconds), or 0: the idle timeout fires now",
     ),

@@ -23,13 +23,20 @@ from typing import Any, Protocol
 from ..dialect import BETA_EVENT_NAMES
 from ..protocol import SERVER_EVENT_TYPES, RealtimeError
 from ..schema import Int, Obj, Spec, Str, check
+from .kind import MAX_FAULT_SECONDS
 
 Cancel = Callable[[], None]
 Callback = Callable[[], Any]
 
 # What `at_event` / `after_event` may name: every server event type, in either dialect.
 EVENT_TYPES = SERVER_EVENT_TYPES | frozenset(BETA_EVENT_NAMES.values())
-REQUEST = Obj({"after_ms": Int(0), "at_event": Obj({"type": Str(), "nth": Int(1)}, required=("type",))})
+MAX_NTH = 1_000_000
+REQUEST = Obj(
+    {
+        "after_ms": Int(0, int(MAX_FAULT_SECONDS * 1000)),
+        "at_event": Obj({"type": Str(), "nth": Int(1, MAX_NTH)}, required=("type",)),
+    }
+)
 
 
 def check_event_type(event_type: str, param: str) -> str:
@@ -99,9 +106,9 @@ def parse_event_spec(value: Any, param: str) -> tuple[str, int]:
         nth = int(nth_text) if nth_text else 1
     except ValueError:
         nth = 0
-    if nth < 1:
+    if not 1 <= nth <= MAX_NTH:
         raise RealtimeError(
-            f"{param} must be TYPE#N with N a whole number >= 1, got '{value}'",
+            f"{param} must be TYPE#N with N a whole number from 1 to {MAX_NTH}, got '{value}'",
             code="invalid_value",
             param=param,
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from ..schema import Int, Num, Obj
-from .kind import WEBRTC, FaultKind, Target
+from .kind import MAX_FAULT_SECONDS, WEBRTC, FaultKind, Target
 
 if TYPE_CHECKING:
     from ..webrtc.call import Call
@@ -69,7 +69,7 @@ FAULTS = (
     FaultKind(
         "ice-disconnect-recover",
         "session",
-        Obj({"seconds": Num(0)}),
+        Obj({"seconds": Num(0, MAX_FAULT_SECONDS)}),
         ice_disconnect_recover,
         "WebRTC: a transient cut that heals by itself; clients must not tear down",
         WEBRTC,
@@ -103,7 +103,7 @@ FAULTS = (
     FaultKind(
         "datachannel-delay",
         "server",
-        Obj({"count": Int(1, 100000), "seconds": Num(0)}),
+        Obj({"count": Int(1, 100000), "seconds": Num(0, MAX_FAULT_SECONDS)}),
         datachannel_delay,
         "WebRTC: the next N calls' data channel opens late (send-before-open breaks)",
     ),

@@ -7,6 +7,8 @@ error handling written against the real server working against this one.
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from collections.abc import Mapping
 from decimal import Decimal
@@ -45,8 +47,43 @@ class Float32(float):
         return positional or "0"
 
 
+MAX_NESTING_DEPTH = 10_000  # encoding/json's maxNestingDepth
+_SURROGATE = re.compile("[\ud800-\udfff]")
+INT_RANGES = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1), "int": (-(2**63), 2**63 - 1)}
+
+
+class _Constant(ValueError):
+    """NaN, Infinity or -Infinity where a value belongs: Python accepts them, Go's scanner does not."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(name)
+    raise _Constant(name)
+
+
+def _scan(text: str) -> tuple[int, str] | None:
+    """Where Go's scanner stops on what Python's decoder lets through or cannot reach: the first nesting
+    past MAX_NESTING_DEPTH, or the first NaN/Infinity literal. (offset, Go's phrase), or None."""
+    depth, in_string, escaped = 0, False, False
+    for offset, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                return offset, "exceeded max depth"
+        elif char in "]}":
+            depth -= 1
+        elif char in "NI" and text.startswith(("NaN", "Infinity"), offset):
+            after_minus = offset > 0 and text[offset - 1] == "-"
+            return offset, "in numeric literal" if after_minus else "looking for beginning of value"
+    return None
 
 
 _DECODER = json.JSONDecoder(parse_float=JsonFloat, parse_constant=_reject_constant)
@@ -67,6 +104,12 @@ def decode_body(raw: bytes) -> object:
         raise BadRequestBody("EOF")
     try:
         value, _end = _DECODER.raw_decode(text)
+    except (_Constant, RecursionError):
+        found = _scan(text)
+        if found is None:  # deeper than Python's decoder goes, within Go's limit: still refused
+            raise BadRequestBody("exceeded max depth") from None
+        offset, phrase = found
+        raise BadRequestBody(f"invalid character {text[offset]!r} {phrase}") from None
     except ValueError as exc:
         position = getattr(exc, "pos", 0)
         if position >= len(text.rstrip(" \t\r\n")):
@@ -76,6 +119,30 @@ def decode_body(raw: bytes) -> object:
             if str(exc).startswith(python_text):
                 phrase = go_phrase
         raise BadRequestBody(f"invalid character {text[position]!r} {phrase}") from None
+    return _well_formed(value)
+
+
+def _well_formed(value: object) -> object:
+    """Lone surrogate escapes become U+FFFD, as Go's decoder makes them (in place, without recursion)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if not value.isascii() else value
+    stack: list[object] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in list(node):
+                item = node[key]
+                if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key):
+                    del node[key]
+                    key = _SURROGATE.sub("\ufffd", key)
+                node[key] = _well_formed(item) if isinstance(item, str) else item
+                stack.append(item)
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = _well_formed(item)
+                else:
+                    stack.append(item)
     return value
 
 
@@ -129,12 +196,25 @@ def read_float32(body: Mapping[str, object], key: str, struct_name: str, default
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise field_type_error(value, struct_name, key, "float32")
-    return Float32(value)
+    try:
+        number = Float32(value)
+    except OverflowError:  # beyond float32, as strconv.ParseFloat(s, 32) reports ErrRange
+        number = Float32(math.inf)
+    if not math.isfinite(number):
+        literal = value.literal if isinstance(value, JsonFloat) else str(value)
+        raise BadRequestBody(
+            f"json: cannot unmarshal number {literal} into Go struct field {struct_name}.{key} "
+            "of type float32"
+        )
+    return number
 
 
 def read_int(value: object, struct_name: str, field: str, go_type: str) -> int:
     """Go refuses fractions and exponents for integer fields, even when the value is whole."""
     if isinstance(value, bool) or not isinstance(value, int):
+        raise field_type_error(value, struct_name, field, go_type)
+    low, high = INT_RANGES.get(go_type, (-math.inf, math.inf))
+    if not low <= value <= high:  # Go: the number does not fit the field's type
         raise field_type_error(value, struct_name, field, go_type)
     return value
 

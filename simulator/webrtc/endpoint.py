@@ -11,7 +11,6 @@ sends. The answer is `201 Created`, `application/sdp`, `Location: /v1/realtime/c
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from aiohttp import BodyPartReader, web
 from aiortc import sdp as aiortc_sdp
 
 from ..admission import Admitted, Refusal
-from ..protocol import IdFactory, RealtimeError
+from ..protocol import RealtimeError, loads_strict
 from .call import Call, Sideband
 from .net import is_loopback_host
 
@@ -89,7 +88,7 @@ class WebRTCEndpoint:
         self, request: web.Request, conn_id: str, admitted: Admitted, session_update: dict[str, Any] | None
     ) -> Call:
         server = self.server
-        ids = IdFactory.seeded(server.config.seed, conn_id)
+        ids = server.config.ids(conn_id)
         call_id = f"rtc_{ids.rng.getrandbits(128):032x}"
         try:
             session = server.admission.new_session(
@@ -170,7 +169,7 @@ async def read_offer(request: web.Request) -> tuple[str, dict[str, Any] | None]:
     """The SDP offer and the optional `session` config, from an application/sdp or multipart body."""
     content_type = request.content_type
     if content_type == "application/sdp":
-        return await request.text(), None
+        return _utf8_offer(await request.read()), None
     if content_type != "multipart/form-data":
         raise Refusal(
             400,
@@ -186,11 +185,11 @@ async def read_offer(request: web.Request) -> tuple[str, dict[str, Any] | None]:
         if not isinstance(part, BodyPartReader):
             continue  # a nested multipart is not something the API takes
         if part.name == "sdp":
-            offer = await part.text()
+            offer = _utf8_offer(await part.read(decode=True))
         elif part.name == "session":
-            raw = await part.text()
+            raw = await part.read(decode=True)
             try:
-                session = json.loads(raw)
+                session = loads_strict(raw)
             except ValueError:
                 raise Refusal(
                     400,
@@ -216,6 +215,14 @@ async def read_offer(request: web.Request) -> tuple[str, dict[str, Any] | None]:
             param="sdp",
         )
     return offer, session
+
+
+def _utf8_offer(raw: bytes | bytearray) -> str:
+    """SDP is UTF-8 text (RFC 8866); other bytes are a bad offer, not a server error."""
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refusal(400, "invalid_offer", INVALID_OFFER, code="invalid_offer") from None
 
 
 def check_offer(offer: str) -> None:

@@ -374,7 +374,14 @@ async def test_bad_json_and_other_refusals(server: RealtimeServer) -> None:
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("10.1.2.3", False)],
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", False),  # a name may resolve anywhere
+        ("127.0.0.2", False),  # loopback, but not the address the policy trusts
+        ("0.0.0.0", False),
+        ("10.1.2.3", False),
+    ],
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback

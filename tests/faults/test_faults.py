@@ -35,6 +35,8 @@ from tests.support.faults import (
 )
 from tests.support.wire import KEY, open_session, recv, recv_until, text_turn
 
+KEY_AUTH = {"Authorization": f"Bearer {KEY}"}
+
 
 async def test_drop_is_an_abnormal_closure_with_no_close_frame(server: RealtimeServer) -> None:
     ws = await open_session(server)
@@ -500,19 +502,23 @@ async def test_keep_alive_resets_the_idle_timeout(server_factory: Callable[..., 
     sid = await session_id_of(ws, server)
     for _ in range(4):  # 0.8 s of life, never 0.6 s idle
         await asyncio.sleep(0.2)
-        status, body, _ = await http(server, "POST", "/v1/streaming.keep_alive", {"session_id": sid})
+        status, body, _ = await http(
+            server, "POST", "/v1/streaming.keep_alive", {"session_id": sid}, headers=KEY_AUTH
+        )
         assert (status, body) == (200, {"session_id": sid, "status": "ok"})
     assert ws.state is State.OPEN and await silent_for(ws, 0.1)
     waited, _ = await wait_for_idle_close(ws)
     assert waited < 2.0
     assert len(server.history.select(kind="keep_alive", session=sid)) == 4
-    status, body, _ = await http(server, "POST", "/v1/streaming.keep_alive", {"session_id": sid})
+    status, body, _ = await http(
+        server, "POST", "/v1/streaming.keep_alive", {"session_id": sid}, headers=KEY_AUTH
+    )
     assert status == 404 and sid in body["error"]["message"]  # closed now
 
 
 async def test_keep_alive_bad_requests(server: RealtimeServer) -> None:
     for raw, status in ((b"{nope", 400), (b"{}", 400), (b'{"session_id": 5}', 400), (b"[]", 400)):
-        got, body, _ = await http(server, "POST", "/v1/streaming.keep_alive", raw=raw)
+        got, body, _ = await http(server, "POST", "/v1/streaming.keep_alive", raw=raw, headers=KEY_AUTH)
         assert got == status and body["error"]["message"], (raw, body)
 
 

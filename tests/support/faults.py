@@ -22,16 +22,23 @@ OTHER_KEY = "sk-other-key"
 
 
 async def http(
-    server: RealtimeServer, method: str, path: str, body: Any = None, *, raw: bytes | None = None
+    server: RealtimeServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any, dict[str, str]]:
-    """One HTTP call to the simulator: (status, parsed JSON or text, headers)."""
+    """One HTTP call to the simulator: (status, parsed JSON or text, headers); `headers` add to (or replace)
+    the JSON content type."""
     async with (
         aiohttp.ClientSession() as client,
         client.request(
             method,
             f"http://127.0.0.1:{server.port}{path}",
             data=raw if raw is not None else (json.dumps(body) if body is not None else None),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
         ) as response,
     ):
         text = await response.text()
