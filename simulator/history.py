@@ -3,7 +3,7 @@
 Every record has `seq` (order), `t` (monotonic seconds since the history began), `wall` (epoch seconds)
 and `kind`:
 
-- `server` — the simulator started (`config`) or stopped.
+- `server` — the simulator started (`config`) or stopped (`max_loop_lag_ms`: its longest event-loop stall).
 - `http` — a REST call: `method`, `path`, `status`, `key_id`, `reason`, `retry_after` (on a 429).
 - `token` — an ephemeral token minted: `token_id`, `key_id`, `expires_at`, `usable_until`.
 - `handshake` — a WebSocket/WebRTC connection attempt: `conn`, `path`, `transport`, `key_id`, `auth`
