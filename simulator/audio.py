@@ -26,7 +26,7 @@ from typing import Literal
 
 import cachetools
 import numpy as np
-import numpy.random  # noqa: F401  numpy loads it lazily: 30 ms on the event loop at the first reply
+import numpy.random  # numpy loads it lazily: 30 ms on the event loop at the first reply
 
 SAMPLE_RATE = 24000  # the Realtime API's `audio/pcm` (pcm16) rate
 G711_RATE = 8000

@@ -26,6 +26,9 @@ from .state import BYTES_PER_MS, SessionState, snapshot, word_pieces
 # segment by segment as its delivery reaches it, so no single step holds the event loop for long.
 WHOLE_SPEECH_MAX_MS = 8000
 SPEECH_SEGMENT_MS = 3000
+# Out-of-band responses (`conversation: "none"`) in progress at once, per session: each holds a delivery, so
+# an unbounded number is unbounded memory and work.
+MAX_OUT_OF_BAND_RESPONSES = 8
 
 RESPONSE_PARAMS = Obj(
     {
@@ -159,6 +162,15 @@ class Responder:
                 f"Conversation already has an active response in progress: {active.id}. "
                 "Wait until the response is finished before creating a new one.",
                 code="conversation_already_has_active_response",
+            )
+        if (
+            not in_conversation
+            and sum(not run.in_conversation for run in self.runs) >= MAX_OUT_OF_BAND_RESPONSES
+        ):
+            raise RealtimeError(
+                f"Too many out-of-band responses in progress: at most {MAX_OUT_OF_BAND_RESPONSES} at once. "
+                "Wait until one is finished before creating another.",
+                code="too_many_active_responses",
             )
         config = self._config(params)
         instructions = config["instructions"]
