@@ -81,6 +81,7 @@ class ServerConfig:
     admin_token: str | None = None  # guards the control API when bound beyond loopback
     chaos: str | None = None  # a fault plan applied to every session (see simulator/plan.py)
     history_limit: int | None = None  # records kept in memory (None: all); --record DIR keeps all on disk
+    webrtc_setup_timeout: float | None = 10.0  # answered calls whose ICE/DTLS never connect end after this
 
     @property
     def profile_spec(self) -> Profile:
