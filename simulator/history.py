@@ -53,13 +53,16 @@ DEFAULT_MAX_BYTES = 128 * 1024 * 1024
 
 def summarize_event(event: dict[str, Any]) -> dict[str, Any]:
     """The event as recorded: audio payloads become their decoded byte count, huge strings their length."""
+    return _summarized(event)[0]
+
+
+def _summarized(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
     field = _AUDIO_FIELDS.get(event.get("type", ""))  # type: ignore[arg-type]
     payload = event.get(field) if field is not None else None
     if isinstance(payload, str):
         event = {k: v for k, v in event.items() if k != field}
         event["audio_bytes"] = len(payload) * 3 // 4 - payload.count("=", -2)
-    shrunk, _ = _shrink(event)
-    return shrunk  # type: ignore[no-any-return]
+    return _shrink(event)  # type: ignore[return-value]
 
 
 def _shrink(value: Any, depth: int = 0) -> tuple[Any, int]:
@@ -129,6 +132,9 @@ class History:
         return time.monotonic() - self.started
 
     def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return self._record(kind, None, fields)
+
+    def _record(self, kind: str, size: int | None, fields: dict[str, Any]) -> dict[str, Any]:
         entry = {
             "seq": self.first_seq + len(self.records),
             "t": round(self.now(), 6),
@@ -137,7 +143,8 @@ class History:
             **fields,
         }
         self.records.append(entry)
-        size = record_size(entry)
+        if size is None:
+            size = record_size(entry)
         self._sizes.append(size)
         self.bytes += size
         dropped = 0
@@ -160,7 +167,8 @@ class History:
         return entry
 
     def event(self, direction: str, session: str | None, event: dict[str, Any]) -> None:
-        self.record("event", dir=direction, session=session, event=summarize_event(event))
+        summary, size = _summarized(event)
+        self._record("event", size + 96, {"dir": direction, "session": session, "event": summary})
 
     def flush(self) -> None:
         if self._file is not None:

@@ -22,9 +22,9 @@ from ..schema import AnyValue, Enum, List, Obj, OneOf, Str
 from .conversation import Conversation, Item, audio_tokens, item_tokens
 from .state import BYTES_PER_MS, SessionState, snapshot, word_pieces
 
-# Speech up to this long is synthesised in one piece (a few ms, and cached); a longer reply is synthesised
-# segment by segment as its delivery reaches it, so no single step holds the event loop for long.
-WHOLE_SPEECH_MAX_MS = 8000
+# Speech up to this long (~230 characters) is synthesised in one piece (~20 ms once, then cached); a longer
+# reply is synthesised segment by segment as delivery reaches it, so no step holds the event loop for long.
+WHOLE_SPEECH_MAX_MS = 15000
 SPEECH_SEGMENT_MS = 3000
 # Out-of-band responses (`conversation: "none"`) in progress at once, per session: each holds a delivery, so
 # an unbounded number is unbounded memory and work.
