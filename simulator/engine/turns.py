@@ -108,16 +108,18 @@ class InputTurns:
     def append_audio(self, pcm16: bytes, now: float) -> None:
         """Caller audio (pcm16 24 kHz) from any transport: the WebSocket's append events or a WebRTC track."""
         self.state.last_activity = now
-        overflow = len(self.buffer) + len(pcm16) - MAX_BUFFER_BYTES
-        if overflow > 0:
-            if self.vad is None:
-                raise RealtimeError(
-                    "The input audio buffer is full (15 MiB of audio uncommitted). "
-                    "Commit or clear it before appending more.",
-                    code="input_audio_buffer_full",
-                )
-            del self.buffer[:overflow]  # with server VAD the oldest audio is long past any turn
+        if self.vad is None and len(self.buffer) + len(pcm16) > MAX_BUFFER_BYTES:
+            raise RealtimeError(
+                "The input audio buffer is full (15 MiB of audio uncommitted). "
+                "Commit or clear it before appending more.",
+                code="input_audio_buffer_full",
+            )
         self.buffer += pcm16
+        if len(self.buffer) > MAX_BUFFER_BYTES:
+            # With server VAD the oldest audio is long past any turn; trimming to three quarters at a time
+            # keeps the cost of moving megabytes off the per-append path.
+            drop = len(self.buffer) - MAX_BUFFER_BYTES * 3 // 4
+            del self.buffer[: drop - drop % 2]
         self.samples += len(pcm16) // 2
         if self.vad is None:
             return

@@ -73,3 +73,13 @@ def test_the_input_audio_buffer_has_the_real_limits() -> None:
     session.receive({"type": "input_audio_buffer.commit"}, 0.0)
     committed = [e for e in session.drain() if e["type"] == "input_audio_buffer.committed"]
     assert len(committed) == 1  # what was within the limit is still there to commit
+
+
+def test_with_server_vad_the_input_buffer_keeps_only_the_newest_audio() -> None:
+    session = make_session()
+    session.drain()
+    silence = base64.b64encode(bytes(4 * 1024 * 1024)).decode()
+    for _ in range(6):  # 24 MiB of silence, never a turn: today all of it was kept
+        session.receive({"type": "input_audio_buffer.append", "audio": silence}, 0.0)
+    assert _errors(session.drain()) == []
+    assert 0 < len(session._turns.buffer) <= MAX_BUFFER_BYTES
