@@ -24,7 +24,9 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
+import cachetools
 import numpy as np
+import numpy.random  # numpy loads it lazily: 30 ms on the event loop at the first reply
 
 SAMPLE_RATE = 24000  # the Realtime API's `audio/pcm` (pcm16) rate
 G711_RATE = 8000
@@ -190,7 +192,27 @@ def _syllable_layout(total: int, rate: int, rng: np.random.Generator) -> list[tu
     return layout
 
 
-@lru_cache(maxsize=64)
+# The synthesis cache is bounded in bytes, not entries: a load test's repeated replies hit it, while one long
+# reply can neither pin gigabytes nor evict everything else (an entry above the per-entry cap is not kept).
+SPEECH_CACHE_BYTES = 64 * 1024 * 1024
+SPEECH_CACHE_ENTRY_BYTES = 8 * 1024 * 1024
+
+
+class _SpeechCache(cachetools.LRUCache[tuple[int, int, int, float], np.ndarray]):
+    def __setitem__(self, key: tuple[int, int, int, float], value: np.ndarray) -> None:
+        if value.nbytes <= SPEECH_CACHE_ENTRY_BYTES:
+            super().__setitem__(key, value)
+
+
+_speech_cache = _SpeechCache(maxsize=SPEECH_CACHE_BYTES, getsizeof=lambda samples: max(1, samples.nbytes))
+
+
+def speech_cache_bytes() -> int:
+    """Bytes the synthesis cache holds now (at most SPEECH_CACHE_BYTES)."""
+    return int(_speech_cache.currsize)
+
+
+@cachetools.cached(_speech_cache, info=True)
 def _speech_like_cached(duration_ms: int, seed: int, rate: int, level_dbfs: float) -> np.ndarray:
     total = samples_for_ms(duration_ms, rate)
     if total == 0:

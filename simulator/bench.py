@@ -94,6 +94,18 @@ def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str,
     }
 
 
+def _max_loop_lag_ms(base_url: str) -> float | None:
+    """The server's longest event-loop stall so far, from its control API's summary."""
+    import urllib.request
+
+    root = base_url.removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(f"{root}/_rtsim/summary", timeout=10) as response:
+            return json.loads(response.read()).get("max_loop_lag_ms")
+    except OSError:
+        return None
+
+
 def run_sessions(levels: list[int], *, ramp: float = 2.0, procs: int = 2) -> list[dict[str, Any]]:
     proc, base_url = start_server()
     rows = []
@@ -105,6 +117,7 @@ def run_sessions(levels: list[int], *, ramp: float = 2.0, procs: int = 2) -> lis
             row["server_cpu_pct"] = round(100 * cpu / (time.monotonic() - wall_before), 1)
             audio_s = row["deltas"] * 0.1
             row["server_cpu_us_per_audio_s"] = round(cpu / audio_s * 1e6) if audio_s else None
+            row["server_max_loop_lag_ms"] = _max_loop_lag_ms(base_url)  # since the server started
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:

@@ -21,6 +21,16 @@ from .protocol import RealtimeError, decode_client_frame
 from .stages import Stage, Timed
 
 INTERNAL_ERROR_REASON = "internal server error"
+# The slow-reader policy: once this much output is queued unsent because the client is not reading (not
+# during a stall fault, which holds output on purpose), the session is closed with 1008 and a reason that
+# says so. Per-session memory is then bounded by this, whatever the client does.
+MAX_UNSENT_BYTES = 16 * 1024 * 1024
+SLOW_READER_REASON = "client not reading: more than 16 MiB of events unsent"
+
+
+def event_size(event: dict[str, Any]) -> int:
+    """Roughly what an event weighs encoded: its top-level strings plus a constant for the rest."""
+    return 256 + sum(len(value) for value in event.values() if isinstance(value, str))
 
 
 def binary_frame_error(unit: str = "frame") -> RealtimeError:
@@ -58,6 +68,7 @@ class Carrier:
         self.on_close: list[Callable[[], Any]] = []  # e.g. cancel a fault plan's pending timers
         self.stages: list[Stage] = []
         self.outbound: deque[Timed] = deque()  # what left the chain, in send order (due 0.0: at once)
+        self.outbound_bytes = 0  # approximate weight of `outbound` (the slow-reader policy counts it)
         self.wake = asyncio.Event()
         self.stalled = False
         self.done = asyncio.Event()
@@ -77,8 +88,12 @@ class Carrier:
                 self._through_chain([(0.0, e) for e in events], 0)
             else:
                 self.outbound.extend((0.0, e) for e in events)
+                self.outbound_bytes += sum(event_size(e) for e in events)
             self.wake.set()
             self._after_batch()
+        if self.outbound_bytes > MAX_UNSENT_BYTES and not self.stalled and self.closed_by is None:
+            self._on_slow_reader()
+            return
         deadline = self.session.next_deadline()
         if self._timer is not None and (deadline is None or self._timer.when() != deadline):
             self._timer.cancel()
@@ -98,6 +113,10 @@ class Carrier:
 
     def _after_batch(self) -> None:
         """Adapter hook: after a batch went into the chain; may make the engine produce more."""
+
+    def _on_slow_reader(self) -> None:
+        """Adapter hook: too much output unsent (see MAX_UNSENT_BYTES); end the session, saying why."""
+        self.close_now(1008, SLOW_READER_REASON)
 
     def _on_close_request(self) -> None:
         """Adapter hook: the engine asked to end the session (`session.close_request`)."""
@@ -134,6 +153,7 @@ class Carrier:
         for stage in self.stages[start:]:
             items = [out for due, event in items for out in stage.admit(due, event, now)]
         self.outbound.extend(items)
+        self.outbound_bytes += sum(event_size(event) for _, event in items)
 
     async def writer(self) -> None:
         """Send what left the chain in order, each no earlier than due (so never before the one ahead).
@@ -152,6 +172,7 @@ class Carrier:
                 error=f"{type(exc).__name__}: {exc}"[:500],
             )
             self.outbound.clear()
+            self.outbound_bytes = 0
             self.session.close_request = (1011, INTERNAL_ERROR_REASON)
             await self._fail_closed()
 
@@ -172,6 +193,7 @@ class Carrier:
                         await asyncio.wait_for(self.wake.wait(), wait)
                     continue  # a stall, drop or close may have come meanwhile
                 outbound.popleft()
+                self.outbound_bytes -= event_size(event)
                 try:
                     sent = await self._transmit(event)
                 except (ConnectionError, RuntimeError):
@@ -247,6 +269,7 @@ class Carrier:
         """End the session now, after an optional error event; what is still queued never goes out."""
         self.session.drain()
         self.outbound.clear()
+        self.outbound_bytes = 0
         if error is not None:
             self.session.error(error)
         self.session.close_request = (code, reason)

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "rtsim.simulator.toxiproxy.command",
     "rtsim.simulator.record",
     "rtsim.simulator.replay",
+    "rtsim.simulator.soak",
 )
 
 

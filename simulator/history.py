@@ -3,7 +3,7 @@
 Every record has `seq` (order), `t` (monotonic seconds since the history began), `wall` (epoch seconds)
 and `kind`:
 
-- `server` — the simulator started (`config`) or stopped.
+- `server` — the simulator started (`config`) or stopped (`max_loop_lag_ms`: its longest event-loop stall).
 - `http` — a REST call: `method`, `path`, `status`, `key_id`, `reason`, `retry_after` (on a 429).
 - `token` — an ephemeral token minted: `token_id`, `key_id`, `expires_at`, `usable_until`.
 - `handshake` — a WebSocket/WebRTC connection attempt: `conn`, `path`, `transport`, `key_id`, `auth`
@@ -48,27 +48,77 @@ _AUDIO_FIELDS = {
 }
 
 
+# A string longer than this is recorded as its length ({"omitted_chars": n}); no real event's text comes near
+# it (a whole 4096-token reply is about 16 K characters), while a client's 15 MB junk frame would otherwise
+# be held in memory whole.
+MAX_RECORDED_STRING = 64 * 1024
+# What the in-memory history holds at most, estimated from the records' strings and fields.
+DEFAULT_MAX_BYTES = 128 * 1024 * 1024
+
+
 def summarize_event(event: dict[str, Any]) -> dict[str, Any]:
-    """The event as recorded: audio payloads become their decoded byte count."""
+    """The event as recorded: audio payloads become their decoded byte count, huge strings their length."""
+    return _summarized(event)[0]
+
+
+def _summarized(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
     field = _AUDIO_FIELDS.get(event.get("type", ""))  # type: ignore[arg-type]
-    if field is None:
-        return event
-    payload = event.get(field)
-    if not isinstance(payload, str):
-        return event
-    summary = {k: v for k, v in event.items() if k != field}
-    summary["audio_bytes"] = len(payload) * 3 // 4 - payload.count("=", -2)
-    return summary
+    payload = event.get(field) if field is not None else None
+    if isinstance(payload, str):
+        event = {k: v for k, v in event.items() if k != field}
+        event["audio_bytes"] = len(payload) * 3 // 4 - payload.count("=", -2)
+    return _shrink(event)  # type: ignore[return-value]
+
+
+def _shrink(value: Any, depth: int = 0) -> tuple[Any, int]:
+    """(value with every over-long string replaced by its length, its approximate size in bytes)."""
+    if isinstance(value, str):
+        if len(value) > MAX_RECORDED_STRING:
+            return {"omitted_chars": len(value)}, 32
+        return value, len(value) + 2
+    if depth > 64:  # deeper than any real event: keep as is, counted by a rough constant
+        return value, 64
+    if isinstance(value, dict):
+        size, changed, out = 2, False, {}
+        for key, item in value.items():
+            new, item_size = _shrink(item, depth + 1)
+            changed = changed or new is not item
+            out[key] = new
+            size += item_size + len(str(key)) + 4
+        return (out if changed else value), size
+    if isinstance(value, list):
+        size, changed, items = 2, False, []
+        for item in value:
+            new, item_size = _shrink(item, depth + 1)
+            changed = changed or new is not item
+            items.append(new)
+            size += item_size + 1
+        return (items if changed else value), size
+    return value, 8
+
+
+def record_size(entry: dict[str, Any]) -> int:
+    """Approximate bytes of one record (what the history's byte bound counts)."""
+    return _shrink(entry)[1]
 
 
 class History:
     def __init__(
-        self, record_dir: str | Path | None = None, *, name: str | None = None, limit: int | None = None
+        self,
+        record_dir: str | Path | None = None,
+        *,
+        name: str | None = None,
+        limit: int | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
-        # In memory, at most `limit` records (the newest): a long load test must not grow without bound. The
-        # JSON Lines file, when recording, keeps everything. `seq` keeps counting across what was let go.
+        # In memory, at most `limit` records and about `max_bytes` (the newest): a long load test must not
+        # grow without bound. The JSON Lines file, when recording, keeps everything. `seq` keeps counting
+        # across what was let go.
         self.records: list[dict[str, Any]] = []
         self.limit = limit
+        self.max_bytes = max_bytes
+        self.bytes = 0  # approximate size of `records`
+        self._sizes: list[int] = []
         self.first_seq = 0
         # Called with every new record: how a scenario follows its client live (event-relative faults).
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -93,6 +143,9 @@ class History:
         return time.monotonic() - self.started
 
     def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return self._record(kind, None, fields)
+
+    def _record(self, kind: str, size: int | None, fields: dict[str, Any]) -> dict[str, Any]:
         entry = {
             "seq": self.first_seq + len(self.records),
             "t": round(self.now(), 6),
@@ -101,9 +154,22 @@ class History:
             **fields,
         }
         self.records.append(entry)
+        if size is None:
+            size = record_size(entry)
+        self._sizes.append(size)
+        self.bytes += size
+        dropped = 0
         if self.limit is not None and len(self.records) > self.limit + self.limit // 4:
             dropped = len(self.records) - self.limit  # trimmed in batches: amortised O(1) per record
+        if self.max_bytes is not None and self.bytes > self.max_bytes:
+            target, freed = self.bytes - self.max_bytes * 3 // 4, 0
+            while dropped < len(self.records) - 1 and freed < target:
+                freed += self._sizes[dropped]
+                dropped += 1
+        if dropped:
+            self.bytes -= sum(self._sizes[:dropped])
             del self.records[:dropped]
+            del self._sizes[:dropped]
             self.first_seq += dropped
         for listener in self.listeners:
             listener(entry)
@@ -112,7 +178,8 @@ class History:
         return entry
 
     def event(self, direction: str, session: str | None, event: dict[str, Any]) -> None:
-        self.record("event", dir=direction, session=session, event=summarize_event(event))
+        summary, size = _summarized(event)
+        self._record("event", size + 96, {"dir": direction, "session": session, "event": summary})
 
     def flush(self) -> None:
         if self._file is not None:

@@ -68,6 +68,13 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--script", metavar="FILE", help="scripted-model YAML (fixed replies, tool calls)")
     parser.add_argument("--chaos", metavar="PLAN", help="fault plan, e.g. drop@2%%:within=60")
     parser.add_argument(
+        "--webrtc-setup-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="end an answered WebRTC call whose ICE/DTLS has not connected by then (default 10; 0: never)",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         metavar="SECONDS",
@@ -103,6 +110,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_sessions_per_key=args.max_sessions_per_key,
         admin_token=getattr(args, "admin_token", None),
         history_limit=getattr(args, "history_limit", None),
+        webrtc_setup_timeout=getattr(args, "webrtc_setup_timeout", 10.0) or None,
     )
 
 

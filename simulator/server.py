@@ -26,6 +26,7 @@ from .dialect import BETA, GA, Dialect
 from .engine import Limits
 from .faults import FaultState
 from .history import History
+from .looplag import LoopLagMonitor
 from .model import Script
 from .protocol import IdFactory, RealtimeError, encode, loads_strict
 from .schema import Enum, Int, Obj, check
@@ -91,6 +92,7 @@ class ServerConfig:
         if self.id_secret:
             return IdFactory.seeded(self.seed, self.id_secret, conn_id)
         return IdFactory.seeded(self.seed, conn_id)
+    webrtc_setup_timeout: float | None = 10.0  # answered calls whose ICE/DTLS never connect end after this
 
     @property
     def profile_spec(self) -> Profile:
@@ -130,6 +132,7 @@ class RealtimeServer:
         self.runner: web.AppRunner | None = None
         self.base_url = ""
         self.port = 0
+        self.loop_lag = LoopLagMonitor()  # the longest event-loop stall goes in the stop record
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -185,6 +188,7 @@ class RealtimeServer:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         self.base_url = f"http://{host}:{self.port}/v1"
+        self.loop_lag.start()
         self.history.record(
             "server", event="start", base_url=self.base_url, config=_public_config(self.config)
         )
@@ -201,7 +205,8 @@ class RealtimeServer:
             await asyncio.wait([asyncio.create_task(c.done.wait()) for c in live], timeout=5)
         if self.runner is not None:
             await self.runner.cleanup()
-        self.history.record("server", event="stop")
+        await self.loop_lag.stop()
+        self.history.record("server", event="stop", max_loop_lag_ms=self.loop_lag.max_lag_ms)
         self.history.close()
 
     # ---- auth -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .carrier import Carrier
+from .carrier import SLOW_READER_REASON, Carrier
 from .engine import Session
 from .history import History
 from .protocol import encode
@@ -96,6 +96,17 @@ class WebSocketCarrier(Carrier):
         if mid_frame:
             # A text frame header announcing 1000 bytes, then only the start of the payload.
             transport.write(b"\x81\x7e" + (1000).to_bytes(2, "big") + b'{"type":"response.output_au')
+        transport.abort()
+
+    def _on_slow_reader(self) -> None:
+        """A close frame cannot reach a client that does not read: record 1008 and its reason, then abort."""
+        transport = self.request.transport
+        self.outbound.clear()
+        self.outbound_bytes = 0
+        if self.closed_by is not None or transport is None:
+            return
+        self.closed_by = "server"
+        self.close_sent = (1008, SLOW_READER_REASON)
         transport.abort()
 
     def _pause_reading(self) -> None:

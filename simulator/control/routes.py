@@ -178,7 +178,7 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         return web.Response(text=server.history.to_jsonl(records), content_type="application/x-ndjson")
 
     async def summary(request: web.Request) -> web.Response:
-        return web.json_response(server.history.summary())
+        return web.json_response({**server.history.summary(), "max_loop_lag_ms": server.loop_lag.max_lag_ms})
 
     async def keep_alive(request: web.Request) -> web.Response:
         # Authenticated as the real endpoint is: a key (or a token minted from it) of the session's own key.

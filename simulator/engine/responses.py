@@ -22,6 +22,14 @@ from ..schema import AnyValue, Enum, List, Obj, OneOf, Str
 from .conversation import Conversation, Item, audio_tokens, item_tokens
 from .state import BYTES_PER_MS, SessionState, snapshot, word_pieces
 
+# Speech up to this long (~230 characters) is synthesised in one piece (~20 ms once, then cached); a longer
+# reply is synthesised segment by segment as delivery reaches it, so no step holds the event loop for long.
+WHOLE_SPEECH_MAX_MS = 15000
+SPEECH_SEGMENT_MS = 3000
+# Out-of-band responses (`conversation: "none"`) in progress at once, per session: each holds a delivery, so
+# an unbounded number is unbounded memory and work.
+MAX_OUT_OF_BAND_RESPONSES = 8
+
 RESPONSE_PARAMS = Obj(
     {
         "conversation": OneOf((Enum(("auto", "none")), Str())),
@@ -68,6 +76,7 @@ class ResponseRun:
     outputs: list[Output] = field(default_factory=list)
     steps: Generator[float, None, None] | None = None
     next_due: float = 0.0
+    truncated: bool = False  # the reply was cut at max_output_tokens: the response ends `incomplete`
 
     @property
     def current(self) -> Output | None:
@@ -99,15 +108,23 @@ class Responder:
     def run_due(self, now: float) -> None:
         """Run every response step due by `now`; a pending server error fails the first with output."""
         state = self.state
+        budget = state.limits.steps_per_advance
         for run in list(self.runs):
             while run.steps is not None and run.next_due <= now and state.close_request is None:
+                if budget <= 0:
+                    return  # still due: the next advance goes on from here
+                budget -= 1
                 try:
                     run.next_due = next(run.steps)
                 except StopIteration:
                     run.steps = None
                     state.last_activity = now
                     if self.pending_server_error is None or run.current is None:
-                        self._finish(run, "completed", None)
+                        if run.truncated:
+                            details = {"type": "incomplete", "reason": "max_output_tokens"}
+                            self._finish(run, "incomplete", details)
+                        else:
+                            self._finish(run, "completed", None)
                         continue
                 if self.pending_server_error is not None and run.current is not None:
                     error, self.pending_server_error = self.pending_server_error, None
@@ -145,6 +162,15 @@ class Responder:
                 f"Conversation already has an active response in progress: {active.id}. "
                 "Wait until the response is finished before creating a new one.",
                 code="conversation_already_has_active_response",
+            )
+        if (
+            not in_conversation
+            and sum(not run.in_conversation for run in self.runs) >= MAX_OUT_OF_BAND_RESPONSES
+        ):
+            raise RealtimeError(
+                f"Too many out-of-band responses in progress: at most {MAX_OUT_OF_BAND_RESPONSES} at once. "
+                "Wait until one is finished before creating another.",
+                code="too_many_active_responses",
             )
         config = self._config(params)
         instructions = config["instructions"]
@@ -342,46 +368,90 @@ class Responder:
         output.item["content"] = [
             {"type": "output_audio", "transcript": ""} if audio_out else {"type": "output_text", "text": ""}
         ]
+        text = self._within_budget(run, text, audio_out)
         if not audio_out:
             for piece in word_pieces(text, max(1, len(text) // 40 + 1)):
                 output.sent_text += piece
                 emit({"type": "response.output_text.delta", **ids, "delta": piece})
             return
         self.assistant_audio_present = True
-        pcm, bytes_per_ms = self._speech(text, run.config["format"]["type"])
+        fmt = run.config["format"]["type"]
+        bytes_per_ms = BYTES_PER_MS if fmt == "audio/pcm" else audio.G711_RATE // 1000
         chunk = limits.chunk_ms * bytes_per_ms
-        total_ms = len(pcm) // bytes_per_ms
-        n_chunks = max(1, math.ceil(len(pcm) / chunk))
-        pieces = word_pieces(text, n_chunks)
         pace = limits.chunk_ms / 1000 * limits.pacing
-        for k in range(n_chunks):
-            data = pcm[k * chunk : (k + 1) * chunk]
-            output.audio_ms = min(total_ms, (k + 1) * limits.chunk_ms)
-            if self.audio_sink is not None:
-                self.audio_sink(run.id, output.item["id"], data)
-            else:
-                emit({"type": "response.output_audio.delta", **ids, "delta": base64.b64encode(data).decode()})
-            if pieces[k]:
-                output.sent_text += pieces[k]
-                emit({"type": "response.output_audio_transcript.delta", **ids, "delta": pieces[k]})
-            if k < n_chunks - 1:
-                # Yield even when unpaced (due unchanged): between chunks is where faults such as an armed
-                # server error get their chance.
-                due += pace
-                yield due
+        sent_bytes = 0
+        first = True
+        for pcm, segment_text, last in self._speech_segments(text, fmt):
+            n_chunks = max(1, math.ceil(len(pcm) / chunk))
+            pieces = word_pieces(segment_text, n_chunks)
+            for k in range(n_chunks):
+                if not first:
+                    # Yield even when unpaced (due unchanged): between chunks is where faults such as an armed
+                    # server error get their chance.
+                    due += pace
+                    yield due
+                first = False
+                data = pcm[k * chunk : (k + 1) * chunk]
+                sent_bytes += len(data)
+                output.audio_ms = sent_bytes // bytes_per_ms
+                if self.audio_sink is not None:
+                    self.audio_sink(run.id, output.item["id"], data)
+                else:
+                    delta = base64.b64encode(data).decode()
+                    emit({"type": "response.output_audio.delta", **ids, "delta": delta})
+                if pieces[k]:
+                    output.sent_text += pieces[k]
+                    emit({"type": "response.output_audio_transcript.delta", **ids, "delta": pieces[k]})
+            if last:
+                return
 
-    def _speech(self, text: str, fmt: str) -> tuple[bytes, int]:
-        """The reply's audio in the output format, and its bytes per millisecond.
+    def _within_budget(self, run: ResponseRun, text: str, audio_out: bool) -> str:
+        """The reply cut to the response's `max_output_tokens` ("inf": the model's per-response maximum)."""
+        limit = run.config["max_output_tokens"]
+        budget = session_config.MAX_RESPONSE_TOKENS if limit == "inf" else int(limit)
+
+        def cost(candidate: str) -> int:
+            spoken = audio_tokens(audio.duration_ms_for_text(candidate)) if audio_out and candidate else 0
+            return count_tokens(candidate) + spoken
+
+        if cost(text) <= budget:
+            return text
+        low, high = 0, len(text)  # the longest prefix within budget: cost grows with length
+        while low < high:
+            middle = (low + high + 1) // 2
+            if cost(text[:middle]) <= budget:
+                low = middle
+            else:
+                high = middle - 1
+        cut = text[:low]
+        if " " in cut.strip():
+            cut = cut[: cut.rstrip().rfind(" ") + 1]  # end on a word boundary, as a token limit does
+        run.truncated = True
+        return cut
+
+    def _speech_segments(self, text: str, fmt: str) -> Generator[tuple[bytes, str, bool], None, None]:
+        """(audio, the text it speaks, is last) pieces of the reply: one for a short reply, else segments
+        of about SPEECH_SEGMENT_MS, each synthesised only when delivery asks for it."""
+        if audio.duration_ms_for_text(text) <= WHOLE_SPEECH_MAX_MS:
+            yield self._speech(text, fmt), text, True
+            return
+        per_segment = max(1, SPEECH_SEGMENT_MS // audio.MS_PER_CHAR)
+        segments = word_pieces(text, math.ceil(len(text) / per_segment))
+        segments = [segment for segment in segments if segment] or [text]
+        for index, segment in enumerate(segments):
+            yield self._speech(segment, fmt), segment, index == len(segments) - 1
+
+    def _speech(self, text: str, fmt: str) -> bytes:
+        """The audio of `text` in the output format.
 
         Seeded by the session's audio seed and the text (not the response), so a load test's repeated
         replies come from the synthesis cache; G.711 is synthesised at 8 kHz rather than resampled.
         """
         if fmt == "audio/pcm":
-            return audio.speech_for_text(text, seed=self.audio_seed), BYTES_PER_MS
+            return audio.speech_for_text(text, seed=self.audio_seed)
         narrowband = audio.speech_for_text(text, seed=self.audio_seed, rate=audio.G711_RATE)
         samples = np.frombuffer(narrowband, "<i2")
-        encoded = audio.ulaw_encode(samples) if fmt == "audio/pcmu" else audio.alaw_encode(samples)
-        return encoded, audio.G711_RATE // 1000
+        return audio.ulaw_encode(samples) if fmt == "audio/pcmu" else audio.alaw_encode(samples)
 
     def _part_ids(self, run: ResponseRun, output: Output) -> dict[str, Any]:
         return {

@@ -26,6 +26,9 @@ class Limits:
     pacing: float = 1.0  # 1.0 = audio delivered in real time; 0 = as fast as possible
     # Close the session after this long without client activity (streaming sessions); None = never.
     idle_timeout: float | None = None
+    # Response steps one `advance` runs at most; the rest stay due, so an unpaced reply is produced in slices
+    # and a live server's event loop serves other sessions in between.
+    steps_per_advance: int = 64
 
 
 class SessionState:

@@ -22,6 +22,11 @@ SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 400}
 # Transcript of a user audio turn that no script describes (stated, so tests and users can recognise it).
 UNSCRIPTED_TRANSCRIPT = "[unscripted audio: {ms} ms]"
 
+# The real API takes at most 15 MiB of audio per `input_audio_buffer.append` (the event's documentation in
+# the openai SDK). The uncommitted buffer is held to the same amount (about 5.5 min of pcm16 at 24 kHz).
+MAX_APPEND_BYTES = 15 * 1024 * 1024
+MAX_BUFFER_BYTES = 15 * 1024 * 1024
+
 
 class InputTurns:
     """The caller's side: audio in, turns detected or committed, each one a user item with a transcript."""
@@ -71,6 +76,12 @@ class InputTurns:
             raise RealtimeError(
                 "Invalid 'audio'. Expected base64-encoded audio bytes.", code="invalid_value", param="audio"
             ) from None
+        if len(raw) > MAX_APPEND_BYTES:
+            raise RealtimeError(
+                f"Invalid 'audio': {len(raw)} bytes of audio in one event; the maximum is 15 MiB.",
+                code="invalid_value",
+                param="audio",
+            )
         self.append_audio(self._to_pcm16(raw), now)
 
     def on_commit(self, event: dict[str, Any], now: float) -> None:
@@ -97,7 +108,18 @@ class InputTurns:
     def append_audio(self, pcm16: bytes, now: float) -> None:
         """Caller audio (pcm16 24 kHz) from any transport: the WebSocket's append events or a WebRTC track."""
         self.state.last_activity = now
+        if self.vad is None and len(self.buffer) + len(pcm16) > MAX_BUFFER_BYTES:
+            raise RealtimeError(
+                "The input audio buffer is full (15 MiB of audio uncommitted). "
+                "Commit or clear it before appending more.",
+                code="input_audio_buffer_full",
+            )
         self.buffer += pcm16
+        if len(self.buffer) > MAX_BUFFER_BYTES:
+            # With server VAD the oldest audio is long past any turn; trimming to three quarters at a time
+            # keeps the cost of moving megabytes off the per-append path.
+            drop = len(self.buffer) - MAX_BUFFER_BYTES * 3 // 4
+            del self.buffer[: drop - drop % 2]
         self.samples += len(pcm16) // 2
         if self.vad is None:
             return

@@ -128,6 +128,17 @@ class Call(Carrier):
         self.session.start(self.loop.time())
         self.spawn(self.writer())
         self.pump()
+        timeout = self.endpoint.server.config.webrtc_setup_timeout
+        if timeout:
+            self.call_later(timeout, self._check_setup)
+
+    def _check_setup(self) -> None:
+        """Answered, but ICE and DTLS never connected: a client that abandoned the call; end it."""
+        connected = any(
+            what == "connection" and state == "connected" for _, what, state in self.transport_log
+        )
+        if not connected and not self.ended:
+            self.end("setup_timeout", by="network")
 
     async def discard(self) -> None:
         """Drop a call whose offer was refused: no session began, so nothing is recorded."""

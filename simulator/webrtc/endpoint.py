@@ -60,6 +60,9 @@ class WebRTCEndpoint:
                 refusal = Refusal(400, "invalid_offer", INVALID_OFFER, code="invalid_offer")
                 refusal.detail = repr(exc)
                 raise refusal from exc
+            except BaseException:  # the request was cancelled mid-answer: leave no call behind
+                call._spawn_outliving(call.discard())
+                raise
         except Refusal as refusal:
             admission.record_refusal(handshake, refusal, admitted.key_id if admitted else None)
             return refusal.response()
