@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "rtsim.scenarios.command",
     "rtsim.simulator.audio_cli",
     "rtsim.simulator.toxiproxy.command",
+    "rtsim.scenarios.from_trace", "rtsim.scenarios.explore",
 )
 
 
