@@ -59,7 +59,7 @@ def _user_text(item: Mapping[str, Any]) -> str:
 
 
 class _Trace:
-    """The records of one client identity, with the server events counted as the scenario runner counts them."""
+    """The records of one client identity; server events counted as the scenario runner counts them."""
 
     def __init__(self, records: Sequence[Mapping[str, Any]]) -> None:
         self.records = sorted(records, key=lambda r: (r.get("t", 0.0), r.get("seq", 0)))
@@ -68,7 +68,11 @@ class _Trace:
             raise ScenarioError("the trace has no handshake: nothing connected")
         self.origin = self.handshakes[0]["t"] - CONNECT_LEAD
         self.config: dict[str, Any] = next(
-            (dict(r.get("config") or {}) for r in self.records if r.get("kind") == "server" and r.get("config")),
+            (
+                dict(r.get("config") or {})
+                for r in self.records
+                if r.get("kind") == "server" and r.get("config")
+            ),
             {},
         )
 
@@ -108,13 +112,17 @@ def user_turns(trace: _Trace) -> list[dict[str, Any]]:
                 turns.append({"at": trace.at(record["t"]), "say": text})
         elif record["dir"] == "in" and kind == "input_audio_buffer.append" and audio_start is None:
             audio_start = record["t"]
-        elif kind in ("input_audio_buffer.committed", "input_audio_buffer.commit") and audio_start is not None:
+        elif (
+            kind in ("input_audio_buffer.committed", "input_audio_buffer.commit") and audio_start is not None
+        ):
             pending_audio.append(audio_start)
             audio_start = None
         elif kind == "conversation.item.input_audio_transcription.completed":
             transcripts.append((record["t"], str(event.get("transcript") or "").strip()))
     for index, start in enumerate(pending_audio):
-        words = transcripts[index][1] if index < len(transcripts) and transcripts[index][1] else "(audio turn)"
+        words = (
+            transcripts[index][1] if index < len(transcripts) and transcripts[index][1] else "(audio turn)"
+        )
         if words not in said:
             said.add(words)
             turns.append({"at": trace.at(start), "say": words, "mode": "audio"})
@@ -146,14 +154,19 @@ def endings(trace: _Trace) -> tuple[list[dict[str, Any]], dict[str, Any], set[st
             cap = close["t"] - session["t"]
             server["max_session"] = _round(cap)
             with_error = any((e["event"].get("error") or {}).get("code") == "session_expired" for e in recent)
-            server["expiry_ending"] = "both" if with_error and close.get("code") else (
-                "error" if with_error else "close"
+            server["expiry_ending"] = (
+                "both" if with_error and close.get("code") else ("error" if with_error else "close")
             )
             happened.add("cap")
         elif any((e["event"].get("error") or {}).get("code") == "session_idle_timeout" for e in recent):
             idle_since = max(
-                (r["t"] for r in trace.records if r.get("session") == close.get("session")
-                 and r.get("kind") == "event" and r["dir"] == "in"),
+                (
+                    r["t"]
+                    for r in trace.records
+                    if r.get("session") == close.get("session")
+                    and r.get("kind") == "event"
+                    and r["dir"] == "in"
+                ),
                 default=session["t"] if session else close["t"],
             )
             server["idle_timeout"] = _round(close["t"] - idle_since) or 1.0
@@ -184,7 +197,9 @@ def endings(trace: _Trace) -> tuple[list[dict[str, Any]], dict[str, Any], set[st
     for error in errors:
         error_body = error["event"].get("error") or {}
         closed_soon = any(
-            c.get("kind") == "close" and c.get("session") == error.get("session") and 0 <= c["t"] - error["t"] < 1.0
+            c.get("kind") == "close"
+            and c.get("session") == error.get("session")
+            and 0 <= c["t"] - error["t"] < 1.0
             for c in trace.records
         )
         if error_body.get("type") == "server_error" and not closed_soon:
@@ -220,8 +235,16 @@ def _server_settings(trace: _Trace, inferred: Mapping[str, Any]) -> dict[str, An
     endings imply."""
     defaults = ServerConfig()
     server: dict[str, Any] = {}
-    for key in ("profile", "token_ttl", "max_session", "idle_timeout", "expiry_ending", "response_latency",
-                "pacing", "max_sessions_per_key"):
+    for key in (
+        "profile",
+        "token_ttl",
+        "max_session",
+        "idle_timeout",
+        "expiry_ending",
+        "response_latency",
+        "pacing",
+        "max_sessions_per_key",
+    ):
         value = trace.config.get(key)
         if key != "profile" and value is not None and value != getattr(defaults, key):
             server[key] = value
@@ -243,10 +266,13 @@ def scenario_from_records(
     last_close = next((r for r in reversed(trace.records) if r.get("kind") == "close"), None)
     if last_close is not None and last_close.get("by") != "client" and last_close["t"] >= end - 0.5:
         duration = max(duration, trace.at(last_close["t"]) + RECONNECT_WINDOW + TAIL)
-    described = ", ".join(
-        f"{f['kind']}{'(' + str(f['params'].get('code')) + ')' if f.get('params', {}).get('code') else ''}"
-        for f in faults
-    ) or ", ".join(f"{k}={v}" for k, v in inferred.items()) or "no fault"
+    described = (
+        ", ".join(
+            f["kind"] + (f" {f['params']['code']}" if f.get("params", {}).get("code") else "") for f in faults
+        )
+        or ", ".join(f"{k}={v}" for k, v in inferred.items())
+        or "no fault"
+    )
     scenario: dict[str, Any] = {
         "name": name,
         "description": f"Reproduces a recorded session{' (' + source + ')' if source else ''}: {described}.",
@@ -262,15 +288,15 @@ def scenario_from_records(
     return scenario
 
 
-# ---- the command ---------------------------------------------------------------------------------------------
+# ---- the command ----------------------------------------------------------------------------------------
 
 
 def register_on(scenario_parsers: argparse._SubParsersAction) -> None:
     parser = scenario_parsers.add_parser(
         "from-trace",
         help="turn a recorded trace into a scenario that reproduces how it ended",
-        description="Read a trace (the JSON Lines `rtsim serve --record DIR` or `rtsim run` writes) and write a "
-        "scenario: its user turns, the faults that ended its sessions, and checks that catch the failure.",
+        description="Read a trace (the JSON Lines `rtsim serve --record DIR` or `rtsim run` writes) and "
+        "write a scenario: its user turns, the faults that ended its sessions, and checks that catch it.",
     )
     parser.add_argument("trace", metavar="TRACE")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the scenario file to write")
