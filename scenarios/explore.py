@@ -150,9 +150,14 @@ def fault_steps(
 
 
 def fault_schedules(
-    transport: str = "websocket", until: float = 4.0, max_faults: int = 3, kinds: Sequence[str] | None = None
+    transport: str = "websocket",
+    until: float = 4.0,
+    max_faults: int = 3,
+    kinds: Sequence[str] | None = None,
+    min_faults: int = 1,
 ) -> st.SearchStrategy[list[dict[str, Any]]]:
-    return st.lists(fault_steps(transport, until, kinds), max_size=max_faults)
+    """One to `max_faults` faults: a run without any is `rtsim run`'s business, not chaos's."""
+    return st.lists(fault_steps(transport, until, kinds), min_size=min_faults, max_size=max_faults)
 
 
 @st.composite
