@@ -273,7 +273,10 @@ class Explorer:
             # Out of budget: an untried schedule counts as passing, so the shrinker keeps what it has.
             return Outcome(True)
         self.runs += 1
-        scenario = from_dict(data, source=f"explore run {self.runs}")
+        # each run keeps its own history and client log (the name is not part of what was generated)
+        scenario = from_dict(
+            {**data, "name": f"explore-run-{self.runs:03d}"}, source=f"explore run {self.runs}"
+        )
         result = asyncio.run(run_one(scenario, self.client, seed=self.seed, out_dir=self.out_dir / "runs"))
         outcome = Outcome(
             result.passed,
