@@ -181,6 +181,7 @@ def answered_turns(
     answers = []
     for session in run.sessions:
         last_user = ""
+        seen: set[Any] = set()  # a response.done delivered twice (a redelivering relay) is one answer
         for record in session.events:
             event = record["event"]
             if record["dir"] != "out":
@@ -189,7 +190,9 @@ def answered_turns(
             if kind in ITEM_DONE and event["item"].get("role") == "user":
                 last_user = _user_text(event["item"])
             elif kind == "response.done" and event["response"].get("status") in statuses and last_user:
-                if event["response"].get("conversation_id") is not None:
+                response_id = event["response"].get("id") or event.get("event_id")
+                if event["response"].get("conversation_id") is not None and response_id not in seen:
+                    seen.add(response_id)
                     answers.append((last_user, record, session))
     return answers
 

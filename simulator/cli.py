@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "rtsim.simulator.record",
     "rtsim.simulator.replay",
     "rtsim.simulator.soak",
+    "rtsim.scenarios.from_trace",
+    "rtsim.scenarios.explore",
 )
 
 

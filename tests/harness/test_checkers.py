@@ -238,6 +238,20 @@ def test_no_duplicate_responses() -> None:
     assert not twice.ok and "answered 2 times" in twice.reason
 
 
+def test_a_response_done_delivered_twice_is_one_answer() -> None:
+    """A redelivering relay (the duplicate-event fault) sends the same response.done twice: not a re-ask."""
+    tl = Timeline()
+    sid, conn = tl.session(0.0)
+    tl.turn(0.2, sid, "My name is Alice.", "Nice to meet you, Alice.")
+    events = [r["event"] for r in tl.history.records if r["kind"] == "event"]
+    done = next(event for event in events if event["type"] == "response.done")
+    tl.out(0.8, sid, dict(done))
+    tl.close(2.0, sid, conn, 1000, "client")
+    turns = (UserTurn(0.2, "My name is Alice."),)
+    assert check("no_duplicate_responses", tl.view(turns)).ok
+    assert check("no_lost_turns", tl.view(turns)).figures["answered"] == 1
+
+
 def test_rotation_before_expiry() -> None:
     tl = Timeline()
     old, conn = tl.session(0.0, cap=6.0)
