@@ -44,7 +44,7 @@ FAULTS = (
         Obj({"type": EventType(), "count": Int(1, 1000)}, required=("type",)),
         duplicate_event,
         "the next `count` (1) server events of `type` each sent twice, identical (same event_id), as a "
-        "redelivering relay would. A client must dedupe by event_id: a duplicated response.done is also "
-        "in the history twice, so no_duplicate_responses reports its turn answered twice",
+        "redelivering relay would. Both copies are in the history; the checkers count a response id once, so "
+        "what breaks is a client that does not dedupe by event_id (it plays or acts on a reply twice)",
     ),
 )

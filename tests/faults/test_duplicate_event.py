@@ -66,7 +66,7 @@ async def test_count_duplicates_that_many_of_the_next_events(server: RealtimeSer
     await ws.close()
 
 
-async def test_the_checker_sees_a_duplicated_response_done_as_a_turn_answered_twice(
+async def test_the_checker_counts_a_redelivered_response_done_once(
     server: RealtimeServer,
 ) -> None:
     ws = await open_session(server)
@@ -76,8 +76,13 @@ async def test_the_checker_sees_a_duplicated_response_done_as_a_turn_answered_tw
     await receive_for(ws, 0.5)
     await ws.close()
     await asyncio.sleep(0.2)
-    verdict = no_duplicate_responses(RunView(server.history.records, user_turns=(UserTurn(0.0, QUESTION),)))
-    assert not verdict.ok and "answered 2 times" in verdict.reason
+    records = server.history.records
+    done = [r for r in records if r["kind"] == "event" and r["event"].get("type") == "response.done"]
+    assert len(done) == 2 and done[0]["event"] == done[1]["event"]  # the record shows the redelivery
+    # The checkers judge the client: one response redelivered is still one answer (a client that asked
+    # twice would produce two response ids and fail).
+    verdict = no_duplicate_responses(RunView(records, user_turns=(UserTurn(0.0, QUESTION),)))
+    assert verdict.ok, verdict.reason
 
 
 @pytest.mark.parametrize(
