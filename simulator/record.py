@@ -42,6 +42,7 @@ from .carrier import Carrier
 from .faults import FaultState
 from .history import History, summarize_event
 from .protocol import RealtimeError, encode
+from .signals import until_signalled
 from .tokens import TokenAuthority, key_id
 from .websocket import WebSocketCarrier
 
@@ -349,17 +350,7 @@ class ProxyCarrier(WebSocketCarrier):
         else:
             code, reason, by = 1006, "", "network"
             extra["drop"] = True
-        self.history.record(
-            "close",
-            session=self.session.id,
-            conn=self.conn_id,
-            key_id=self.key_id,
-            code=code,
-            reason=reason,
-            by=by,
-            **extra,
-        )
-        self.history.flush()
+        self.record_close(code, reason, by, **extra)
 
 
 @dataclass
@@ -659,18 +650,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def record_forever(config: ProxyConfig, ready: Callable[[str], None] | None = None) -> None:
-    import signal
-
     proxy = RecordingProxy(config)
     base_url = await proxy.start()
     if ready is not None:
         ready(base_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         await proxy.stop()
 

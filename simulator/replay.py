@@ -33,6 +33,7 @@ from aiohttp import WSMsgType, web
 from .history import History
 from .protocol import encode
 from .record import BINARY_FRAME, UNPARSED_FRAME
+from .signals import until_signalled
 
 NOT_COMPARED = frozenset(("input_audio_buffer.append", UNPARSED_FRAME, BINARY_FRAME))
 ECHOED_IDS = ("item_id", "response_id")
@@ -427,19 +428,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def replay_until_done(server: ReplayServer, ready: Callable[[str], None]) -> None:
-    import signal
-
     ready(await server.start())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(server.finished.wait())]
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await until_signalled(server.finished)
     finally:
-        for waiter in waiters:
-            waiter.cancel()
         await server.stop()
 
 

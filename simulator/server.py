@@ -473,17 +473,13 @@ def _public_config(config: ServerConfig) -> dict[str, Any]:
 
 async def serve_forever(config: ServerConfig, ready: Callable[[str], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM, then close every live session with 1001."""
-    import signal
+    from .signals import until_signalled
 
     server = RealtimeServer(config)
     base_url = await server.start()
     if ready is not None:
         ready(base_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         await server.stop()
