@@ -19,8 +19,9 @@ It is written to be read. Each pattern lives in one place:
                      summary at `previous_item_id: "root"` plus the recent turns as GA items (`input_text` /
                      `output_text`).
 - no turn lost       `link.TrackedTurn`, `_dispatch`, `_abandon`: a turn due while disconnected waits for the
-                     next session; one cut off by a drop, or failed by a server_error, is asked again once;
-                     nothing is asked twice otherwise.
+                     next session; one cut off by a drop is asked again after each drop (at most 3 times),
+                     one failed by a server_error once; nothing is asked twice otherwise. A turn given up on
+                     is still remembered (the user's words), so later sessions are restored with it.
 - barge-in           `barge_in.BargeIn`: assistant audio "plays" in real time from its first delta; a user
                      turn over it cancels the response and truncates the item at the position played (never
                      beyond the audio received).
@@ -125,7 +126,10 @@ class Settings:
     token_max_age: float = 240.0  # mint afresh every 4 min whatever expires_at claims
     shutdown_grace: float = 3.0
     recent_turns: int = 4  # turns replayed verbatim after a restore; older ones go into the summary
-    max_reasks: int = 1
+    max_reasks: int = 1  # re-asks of a turn whose response failed
+    # Each drop that cuts a turn off earns it a re-ask on the next session (drops are independent failures of
+    # the link); this cap on a turn's lifetime stops one that takes every session down with it.
+    max_drop_reasks: int = 3
 
     @classmethod
     def from_env(cls, env: ClientEnv) -> Settings:
@@ -145,6 +149,7 @@ class Settings:
             shutdown_grace=env.knob("RTSIM_SHUTDOWN_GRACE", defaults.shutdown_grace),
             recent_turns=int(env.knob("RTSIM_RECENT_TURNS", defaults.recent_turns)),
             max_reasks=int(env.knob("RTSIM_MAX_REASKS", defaults.max_reasks)),
+            max_drop_reasks=int(env.knob("RTSIM_MAX_DROP_REASKS", defaults.max_drop_reasks)),
         )
 
 
@@ -444,6 +449,7 @@ class ReferenceClient:
                 await link.send({"type": "response.create"})
                 return
             turn.status = "failed"
+            self._remember(link, turn, None)  # no answer, but the user said it: a later session must know
         self.log(
             "reply",
             turn=turn.spec.index,
@@ -568,17 +574,21 @@ class ReferenceClient:
         turn.sends += 1
         turn.status, turn.response_id = "sent", None
         link.inflight = turn
+        # An audio turn the server already transcribed, then cut off, is asked again as that transcript: the
+        # words heard are exact, while a second pass over the audio could hear it differently or not at all.
+        as_text = turn.spec.mode == "text" or turn.heard is not None
         self.log(
             "turn_sent",
             turn=turn.spec.index,
             mode=turn.spec.mode,
             send=turn.sends,
-            text=turn.spec.say,
+            text=turn.heard or turn.spec.say,
             session=link.session_id,
+            **({"as_transcript": True} if as_text and turn.spec.mode == "audio" else {}),
         )
-        if turn.spec.mode == "text":
+        if as_text:
             link.awaiting_since = now
-            await link.send(create_item(message_item("user", turn.spec.say)))
+            await link.send(create_item(message_item("user", turn.heard or turn.spec.say)))
             await link.send({"type": "response.create"})
         else:
             link.streaming = asyncio.create_task(self._speak(link, turn))
@@ -668,7 +678,7 @@ class ReferenceClient:
         return reason
 
     def _abandon(self, link: Link, reason: str) -> None:
-        """A session is left (lost or rotated away from): ask its unfinished turns again, once."""
+        """A session is left (lost or rotated away from): ask its unfinished turns again."""
         if link.abandoned:
             return
         link.abandoned = True
@@ -677,13 +687,16 @@ class ReferenceClient:
         if link.inflight is not None and link.inflight.status == "sent":
             unfinished.add(link.inflight)
         for turn in sorted(unfinished, key=lambda t: t.spec.index, reverse=True):
-            self._requeue(turn, reason)
+            self._requeue(link, turn, reason)
         link.playback = None
         self.wake.set()
 
-    def _requeue(self, turn: TrackedTurn, reason: str) -> None:
-        if turn.reasked_after_drop >= self.settings.max_reasks:
+    def _requeue(self, link: Link, turn: TrackedTurn, reason: str) -> None:
+        if turn.reasked_after_drop >= self.settings.max_drop_reasks:
             turn.status = "lost"
+            # Given up on, the turn was still said (and maybe heard): keep the user's words, or the next
+            # session is restored without them and forgets, say, the name the user gave.
+            self._remember(link, turn, None)
             self.log("turn_lost", turn=turn.spec.index, reason=reason)
             return
         turn.reasked_after_drop += 1

@@ -8,12 +8,15 @@ moments chosen from the history. The helpers here serve the other `test_clients_
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rtsim.clients import common, reference
+from rtsim.scenarios.runner import ClientSpec, run_one
+from rtsim.scenarios.spec import LIBRARY, load
 from tests.support.clients import (
     FAST,
     KEY,
@@ -266,3 +269,27 @@ async def test_reference_backs_off_on_refusals_and_obeys_retry_after(
     delays = [e["delay"] for e in log_events(log, "reconnect_scheduled")]
     assert len(delays) == 3 and delays[1] <= 0.1 and delays[2] <= 0.2  # capped exponential, full jitter
     assert answered_with_context(server, sessions(server)[0]["session"])
+
+
+async def test_reference_asks_a_turn_cut_off_by_two_drops_again_and_never_forgets_it(tmp_path: Path) -> None:
+    # "My name is Alice." (audio) is cut off while spoken, streamed again and heard, then cut off mid-reply.
+    scenario = load(LIBRARY / "drop-twice-during-a-turn.yaml")
+    client = ClientSpec.named("reference")
+    fixed, capped = await asyncio.gather(
+        run_one(scenario, client, out_dir=tmp_path / "fixed"),
+        # With one re-ask per turn, the turn is given up after the second drop: its words must still be kept.
+        run_one(scenario, client, out_dir=tmp_path / "capped", extra_env={"RTSIM_MAX_DROP_REASKS": "1"}),
+    )
+
+    assert fixed.passed, [f"{v.name}: {v.reason}" for v in fixed.verdicts if not v.ok]
+    assert fixed.log_path is not None
+    log = [json.loads(line) for line in fixed.log_path.read_text().splitlines() if line.startswith("{")]
+    assert [e["turn"] for e in log_events(log, "reask")] == [0, 0]  # once per drop
+    sends = [e for e in log_events(log, "turn_sent") if e["turn"] == 0]
+    assert [e.get("as_transcript", False) for e in sends] == [False, False, True]  # heard on the second
+    # Answered, or talked over by the question if the third session came just after it was due.
+    assert [e["turn"] for e in log_events(log, "reply")] == [0, 1]
+    assert log_events(log, "reply")[-1]["text"] == "Your name is Alice."
+
+    failed = {v.name for v in capped.verdicts if not v.ok}
+    assert failed == {"no_lost_turns"}  # lost, but the next session was restored with it: the name is known
