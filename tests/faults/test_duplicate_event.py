@@ -108,7 +108,7 @@ async def test_the_catalogue_lists_it_with_its_parameters(server: RealtimeServer
     _, body, _ = await http(server, "GET", "/_rtsim/catalogue")
     (kind,) = [k for k in body["faults"] if k["kind"] == "duplicate-event"]
     assert (kind["scope"], kind["params"]) == ("session", ["count", "type"])
-    assert "event_id" in kind["doc"] and "no_duplicate_responses" in kind["doc"]
+    assert "event_id" in kind["doc"] and "response id once" in kind["doc"]
 
 
 async def test_rtsim_fault_reaches_it_through_generated_flags(
