@@ -260,7 +260,12 @@ async def run_one(
         if link is not None:
             await link.stop()
         await simulator.stop()
-    view = RunView(records, user_turns=scenario.user, client_exit=exit_code)
+    # The run lasts the scenario's duration even when the client quits early: a client that gives up after a
+    # drop has not "ended with the run", so the drop still needs a reconnect.
+    last_t = records[-1]["t"] if records else 0.0
+    view = RunView(
+        records, user_turns=scenario.user, client_exit=exit_code, run_end_t=max(scenario.duration, last_t)
+    )
     verdicts = run_checks(view, scenario.checks)
     if timed_out:
         verdicts.append(
