@@ -128,6 +128,16 @@ class Nullable(Spec):
 
 
 @dataclass(frozen=True)
+class Optional(Spec):
+    """A parameter where null means "not given": the key is dropped, so the default applies."""
+
+    inner: Spec
+
+    def check(self, value: Any, path: str) -> Any:
+        return self.inner.check(value, path)
+
+
+@dataclass(frozen=True)
 class List(Spec):
     inner: Spec
     max_items: int | None = None
@@ -162,6 +172,8 @@ class Obj(Spec):
                 if not self.open:
                     raise unknown_parameter(sub)
                 result[key] = item
+                continue
+            if item is None and isinstance(spec, Optional):
                 continue
             result[key] = spec.check(item, sub)
         for key in self.required:

@@ -18,7 +18,7 @@ import numpy as np
 from .. import audio, session_config
 from ..model import Reply, count_tokens, item_text
 from ..protocol import RealtimeError
-from ..schema import AnyValue, Enum, List, Obj, OneOf, Str
+from ..schema import AnyValue, Bool, Enum, List, Obj, OneOf, Optional, Spec, Str
 from .conversation import Conversation, Item, audio_tokens, item_tokens
 from .state import BYTES_PER_MS, SessionState, snapshot, word_pieces
 
@@ -30,24 +30,36 @@ SPEECH_SEGMENT_MS = 3000
 # an unbounded number is unbounded memory and work.
 MAX_OUT_OF_BAND_RESPONSES = 8
 
-RESPONSE_PARAMS = Obj(
+# `response.create` parameters on a GA session: the fields of the SDK's `RealtimeResponseCreateParamsParam`.
+# Null means "not given" on every optional field: livekit-agents sends `"instructions": null` on each reply
+# without instructions and works against the real service.
+GA_RESPONSE_FIELDS: dict[str, Spec] = {
+    "conversation": Optional(OneOf((Enum(("auto", "none")), Str()))),
+    "output_modalities": Optional(session_config.MODALITIES),
+    "instructions": Optional(Str()),
+    "audio": Optional(
+        Obj({"output": Obj({"format": session_config.AUDIO_FORMAT, "voice": session_config.VOICE})})
+    ),
+    "tools": Optional(session_config.TOOLS),
+    "tool_choice": Optional(session_config.TOOL_CHOICE),
+    "max_output_tokens": Optional(session_config.MAX_OUTPUT_TOKENS),
+    "metadata": Optional(AnyValue()),
+    "prompt": Optional(AnyValue()),
+    "input": Optional(List(AnyValue())),
+    "parallel_tool_calls": Optional(Bool()),
+    "reasoning": Optional(Obj({"effort": Enum(("minimal", "low", "medium", "high", "xhigh"))})),
+}
+RESPONSE_PARAMS = Obj(GA_RESPONSE_FIELDS)
+# A beta session also takes the beta names; on a GA session they are unknown parameters, as the real GA
+# endpoint answers ("Unknown parameter: 'response.modalities'.").
+BETA_RESPONSE_PARAMS = Obj(
     {
-        "conversation": OneOf((Enum(("auto", "none")), Str())),
-        "output_modalities": session_config.MODALITIES,
-        "instructions": Str(),
-        "audio": Obj({"output": Obj({"format": session_config.AUDIO_FORMAT, "voice": session_config.VOICE})}),
-        "tools": session_config.TOOLS,
-        "tool_choice": session_config.TOOL_CHOICE,
-        "max_output_tokens": session_config.MAX_OUTPUT_TOKENS,
-        "metadata": AnyValue(),
-        "prompt": AnyValue(),
-        "input": List(AnyValue()),
-        # beta names, accepted from beta sessions
-        "modalities": session_config.MODALITIES,
-        "voice": session_config.VOICE,
-        "output_audio_format": session_config.BETA_FORMAT,
-        "temperature": AnyValue(),
-        "max_response_output_tokens": session_config.MAX_OUTPUT_TOKENS,
+        **GA_RESPONSE_FIELDS,
+        "modalities": Optional(session_config.MODALITIES),
+        "voice": Optional(session_config.VOICE),
+        "output_audio_format": Optional(session_config.BETA_FORMAT),
+        "temperature": Optional(AnyValue()),
+        "max_response_output_tokens": Optional(session_config.MAX_OUTPUT_TOKENS),
     }
 )
 
@@ -311,8 +323,8 @@ class Responder:
 
     def _rate_limits(self, run: ResponseRun) -> list[dict[str, Any]]:
         used = self._usage(run)["total_tokens"]
+        # GA sessions report one `tokens` entry (captured live traffic shows no `requests` entry).
         return [
-            {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
             {"name": "tokens", "limit": 40000, "remaining": max(0, 40000 - used), "reset_seconds": 0.5},
         ]
 
@@ -478,6 +490,13 @@ class Responder:
                 output.item["content"] = [{"type": "output_text", "text": output.sent_text}]
             emit({"type": "response.content_part.done", **ids, "part": part})
         output.item["status"] = status
+        # The real service closes the conversation item before the response's output item.
+        if run.in_conversation:
+            item = self.conversation.by_id.get(output.item["id"])
+            if item is not None:  # the client may have deleted it meanwhile
+                item.audio_ms = output.audio_ms
+                item.tokens = item_tokens(item_text(output.item), output.audio_ms)
+                emit({"type": "conversation.item.done", "item": output.item})
         emit(
             {
                 "type": "response.output_item.done",
@@ -486,12 +505,6 @@ class Responder:
                 "item": output.item,
             }
         )
-        if run.in_conversation:
-            item = self.conversation.by_id.get(output.item["id"])
-            if item is not None:  # the client may have deleted it meanwhile
-                item.audio_ms = output.audio_ms
-                item.tokens = item_tokens(item_text(output.item), output.audio_ms)
-                emit({"type": "conversation.item.done", "item": output.item})
 
     def _deliver_function_call(self, run: ResponseRun, name: str, arguments: str, call_id: str) -> None:
         emit = self.state.emit

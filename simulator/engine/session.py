@@ -19,7 +19,7 @@ from ..model import ScriptedModel
 from ..protocol import IdFactory, RealtimeError, check_event_type, client_event_id, invalid_type
 from ..schema import AnyValue, Enum, Int, Obj, OneOf, Str, check
 from .conversation import Conversation, Item
-from .responses import RESPONSE_PARAMS, Responder, ResponseRun
+from .responses import BETA_RESPONSE_PARAMS, RESPONSE_PARAMS, Responder, ResponseRun
 from .state import Limits, SessionState
 from .turns import InputTurns
 
@@ -52,6 +52,11 @@ EVENT_FIELDS: dict[str, Obj] = {
     "response.create": Obj({"type": Str(), "event_id": Str(), "response": RESPONSE_PARAMS}),
     "response.cancel": Obj({"type": Str(), "event_id": Str(), "response_id": Str()}),
 }
+# A beta session's events: the same, but `response.create` also takes the beta parameter names.
+BETA_EVENT_FIELDS = dict(
+    EVENT_FIELDS,
+    **{"response.create": Obj({"type": Str(), "event_id": Str(), "response": BETA_RESPONSE_PARAMS})},
+)
 
 Handler = Callable[[dict[str, Any], float], None]
 
@@ -188,7 +193,9 @@ class Session:
         self._state.last_activity = now
         try:
             event_type = check_event_type(event)
-            check(EVENT_FIELDS[event_type], event)
+            fields = BETA_EVENT_FIELDS if self.dialect.beta else EVENT_FIELDS
+            # Handlers see the checked copy, where a null optional parameter is simply absent.
+            event = check(fields[event_type], event)
             self._handlers[event_type](event, now)
         except RealtimeError as exc:
             self.error(exc, client_event_id(event))

@@ -42,7 +42,6 @@ def rate_limit(target: Target, params: dict[str, Any]) -> str:
             {
                 "type": "rate_limits.updated",
                 "rate_limits": [
-                    {"name": "requests", "limit": 5000, "remaining": 0, "reset_seconds": float(seconds)},
                     {"name": "tokens", "limit": 40000, "remaining": 0, "reset_seconds": float(seconds)},
                 ],
             }

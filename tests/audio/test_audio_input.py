@@ -177,8 +177,8 @@ async def test_barge_in_cancels_the_paced_response_and_truncate_cuts_what_was_he
         "response.output_audio.done",
         "response.output_audio_transcript.done",
         "response.content_part.done",
-        "response.output_item.done",
         "conversation.item.done",
+        "response.output_item.done",
     ]
     after_cancel = names[names.index("response.done") :]
     assert "response.output_audio.delta" not in after_cancel[: after_cancel.index("response.created")]

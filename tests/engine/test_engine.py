@@ -165,8 +165,8 @@ def test_text_turn_gives_the_full_ga_audio_sequence_in_order() -> None:
         "response.output_audio.done",
         "response.output_audio_transcript.done",
         "response.content_part.done",
-        "response.output_item.done",
         "conversation.item.done",
+        "response.output_item.done",
         "response.done",
         "rate_limits.updated",
     ]
@@ -270,8 +270,8 @@ def test_response_cancel_and_its_errors() -> None:
         "response.output_audio.done",
         "response.output_audio_transcript.done",
         "response.content_part.done",
-        "response.output_item.done",
         "conversation.item.done",
+        "response.output_item.done",
         "response.done",
     ]
     done = events[5]["response"]
@@ -504,9 +504,9 @@ def test_an_hour_cap_names_sixty_minutes() -> None:
         ),
         ({"type": "conversation.item.create", "item": "nope", "event_id": "x1"}, "invalid_type", "item"),
         (
-            {"type": "response.create", "response": {"voice": 3}, "event_id": "x1"},
+            {"type": "response.create", "response": {"instructions": 3}, "event_id": "x1"},
             "invalid_type",
-            "response.voice",
+            "response.instructions",
         ),
         ({"type": "session.update", "session": [], "event_id": "x1"}, "invalid_type", "session"),
     ],
