@@ -230,12 +230,21 @@ class Admission:
 
     # ---- the session --------------------------------------------------------------------------------
 
-    def dialect_for(self, request: web.Request) -> Dialect:
-        profile = self.server.profile
+    @staticmethod
+    def asks_for_beta(request: web.Request) -> bool:
         beta_header = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
         beta_proto = "openai-beta.realtime-v1" in request.headers.get("Sec-WebSocket-Protocol", "")
+        return beta_header or beta_proto
+
+    def asks_for_disabled_beta(self, request: web.Request) -> bool:
+        """A beta header or subprotocol on the OpenAI GA profile, where the real service refuses the shape."""
+        return self.server.profile.name == "openai" and self.asks_for_beta(request)
+
+    def dialect_for(self, request: web.Request) -> Dialect:
+        """Beta for `--profile openai-beta`, and on Azure for a beta header or a preview api-version."""
+        profile = self.server.profile
         azure_preview = profile.azure and request.query.get("api-version", "").endswith("-preview")
-        if beta_header or beta_proto or azure_preview:
+        if profile.azure and (self.asks_for_beta(request) or azure_preview):
             return BETA
         return profile.dialect
 

@@ -41,6 +41,14 @@ MAX_FRAME_BYTES = (
     64 * 1024 * 1024
 )  # beyond this aiohttp closes with 1009; below it we answer with an error event
 INVALID_KEY_CLOSE = (3000, "invalid_request_error.invalid_api_key")
+# The GA endpoint no longer serves the beta shape (switched off in May 2026): a beta header or subprotocol
+# is answered after the 101 with this error, then close 4000 (captured live GA traffic).
+BETA_SHAPE_DISABLED = (
+    "beta_api_shape_disabled",
+    "The Realtime API beta shape is no longer available. Remove the 'OpenAI-Beta: realtime=v1' header "
+    "(or the 'openai-beta.realtime-v1' subprotocol) and use the GA interface.",
+)
+BETA_SHAPE_CLOSE = (4000, "invalid_request_error.beta_api_shape_disabled")
 
 
 @dataclass(frozen=True)
@@ -256,7 +264,14 @@ class RealtimeServer:
         identity = admitted.key_id
         if not admitted.key_is_known:
             admission.record_accepted(handshake, admitted, 101, "invalid_api_key")
-            await self._reject_key(ws, conn_id, identity, admission.credential(request).value or "")
+            key = admission.credential(request).value or ""
+            await self._reject_after_upgrade(
+                ws, conn_id, identity, ("invalid_api_key", incorrect_key_message(key)), INVALID_KEY_CLOSE
+            )
+            return ws
+        if admission.asks_for_disabled_beta(request):
+            admission.record_accepted(handshake, admitted, 101, "beta_api_shape_disabled")
+            await self._reject_after_upgrade(ws, conn_id, identity, BETA_SHAPE_DISABLED, BETA_SHAPE_CLOSE)
             return ws
         if admitted.close_code is not None:
             # Accepted, then closed at once: the loop one framework fell into with 1008.
@@ -299,14 +314,23 @@ class RealtimeServer:
             del self.carriers[session.id]
         return ws
 
-    async def _reject_key(self, ws: web.WebSocketResponse, conn_id: str, identity: str, key: str) -> None:
+    async def _reject_after_upgrade(
+        self,
+        ws: web.WebSocketResponse,
+        conn_id: str,
+        identity: str,
+        error: tuple[str, str],
+        close: tuple[int, str],
+    ) -> None:
+        """Accepted, then refused as the real service does: one `error` event, then a close frame."""
+        code, message = error
         event = {
             "type": "error",
             "event_id": self.config.ids(conn_id).event(),
             "error": {
                 "type": "invalid_request_error",
-                "code": "invalid_api_key",
-                "message": incorrect_key_message(key),
+                "code": code,
+                "message": message,
                 "param": None,
                 "event_id": None,
             },
@@ -314,15 +338,9 @@ class RealtimeServer:
         self.history.event("out", None, event)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_str(encode(event))
-            await ws.close(code=INVALID_KEY_CLOSE[0], message=INVALID_KEY_CLOSE[1].encode())
+            await ws.close(code=close[0], message=close[1].encode())
         self.history.record(
-            "close",
-            session=None,
-            conn=conn_id,
-            key_id=identity,
-            code=INVALID_KEY_CLOSE[0],
-            reason=INVALID_KEY_CLOSE[1],
-            by="server",
+            "close", session=None, conn=conn_id, key_id=identity, code=close[0], reason=close[1], by="server"
         )
 
     # ---- REST ---------------------------------------------------------------------------------------

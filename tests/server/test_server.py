@@ -155,7 +155,8 @@ async def test_rest_refuses_unknown_keys_and_tokens(server_factory: Callable[...
     assert status == 401  # an ephemeral token cannot mint more tokens
 
 
-async def test_beta_sessions_endpoint_and_beta_dialect(server: RealtimeServer) -> None:
+async def test_beta_sessions_endpoint_and_beta_dialect(server_factory: Callable[..., Any]) -> None:
+    server = await server_factory(pacing=0.0, profile="openai-beta")
     status, body = await post(
         server,
         "/v1/realtime/sessions",
@@ -193,6 +194,31 @@ async def test_beta_sessions_endpoint_and_beta_dialect(server: RealtimeServer) -
         assert {"conversation.item.created", "response.audio.delta", "response.audio_transcript.done"} <= {
             e["type"] for e in events
         }
+
+
+@pytest.mark.parametrize(
+    "headers,subprotocols",
+    [({"OpenAI-Beta": "realtime=v1"}, None), ({}, ["realtime", "openai-beta.realtime-v1"])],
+)
+async def test_the_ga_profile_refuses_the_beta_shape_after_the_upgrade(
+    server: RealtimeServer, headers: dict[str, str], subprotocols: list[str] | None
+) -> None:
+    """The real GA endpoint switched the beta shape off in May 2026: a beta header or subprotocol gets an
+    `error` with code `beta_api_shape_disabled`, then close 4000 (captures of live GA traffic)."""
+    async with connect(
+        ws_url(server),
+        additional_headers={"Authorization": f"Bearer {KEY}", **headers},
+        subprotocols=subprotocols,  # type: ignore[arg-type]
+    ) as ws:
+        error = await recv(ws)
+        validate_ga(error)
+        assert error["type"] == "error"
+        assert error["error"]["type"] == "invalid_request_error"
+        assert error["error"]["code"] == "beta_api_shape_disabled"
+        with pytest.raises(ConnectionClosed):
+            await recv(ws)
+    assert ws.close_code == 4000
+    assert not server.carriers  # no session was made
 
 
 async def test_azure_profile_paths_and_thirty_minute_cap(server_factory: Callable[..., Any]) -> None:
