@@ -128,16 +128,6 @@ class Nullable(Spec):
 
 
 @dataclass(frozen=True)
-class Optional(Spec):
-    """A parameter where null means "not given": the key is dropped, so the default applies."""
-
-    inner: Spec
-
-    def check(self, value: Any, path: str) -> Any:
-        return self.inner.check(value, path)
-
-
-@dataclass(frozen=True)
 class List(Spec):
     inner: Spec
     max_items: int | None = None
@@ -160,6 +150,7 @@ class Obj(Spec):
     fields: Mapping[str, Spec]
     required: tuple[str, ...] = ()
     open: bool = False  # open objects keep unknown keys (free-form payloads such as tool parameters)
+    null_is_absent: bool = False  # a null field is "not given": dropped, so its default applies
 
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
@@ -173,7 +164,7 @@ class Obj(Spec):
                     raise unknown_parameter(sub)
                 result[key] = item
                 continue
-            if item is None and isinstance(spec, Optional):
+            if item is None and self.null_is_absent:
                 continue
             result[key] = spec.check(item, sub)
         for key in self.required:

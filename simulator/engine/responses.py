@@ -18,7 +18,7 @@ import numpy as np
 from .. import audio, session_config
 from ..model import Reply, count_tokens, item_text
 from ..protocol import RealtimeError
-from ..schema import AnyValue, Bool, Enum, List, Obj, OneOf, Optional, Spec, Str
+from ..schema import AnyValue, Bool, Enum, List, Obj, OneOf, Spec, Str
 from .conversation import Conversation, Item, audio_tokens, item_tokens
 from .state import BYTES_PER_MS, SessionState, snapshot, word_pieces
 
@@ -34,33 +34,32 @@ MAX_OUT_OF_BAND_RESPONSES = 8
 # Null means "not given" on every optional field: livekit-agents sends `"instructions": null` on each reply
 # without instructions and works against the real service.
 GA_RESPONSE_FIELDS: dict[str, Spec] = {
-    "conversation": Optional(OneOf((Enum(("auto", "none")), Str()))),
-    "output_modalities": Optional(session_config.MODALITIES),
-    "instructions": Optional(Str()),
-    "audio": Optional(
-        Obj({"output": Obj({"format": session_config.AUDIO_FORMAT, "voice": session_config.VOICE})})
-    ),
-    "tools": Optional(session_config.TOOLS),
-    "tool_choice": Optional(session_config.TOOL_CHOICE),
-    "max_output_tokens": Optional(session_config.MAX_OUTPUT_TOKENS),
-    "metadata": Optional(AnyValue()),
-    "prompt": Optional(AnyValue()),
-    "input": Optional(List(AnyValue())),
-    "parallel_tool_calls": Optional(Bool()),
-    "reasoning": Optional(Obj({"effort": Enum(("minimal", "low", "medium", "high", "xhigh"))})),
+    "conversation": OneOf((Enum(("auto", "none")), Str())),
+    "output_modalities": session_config.MODALITIES,
+    "instructions": Str(),
+    "audio": Obj({"output": Obj({"format": session_config.AUDIO_FORMAT, "voice": session_config.VOICE})}),
+    "tools": session_config.TOOLS,
+    "tool_choice": session_config.TOOL_CHOICE,
+    "max_output_tokens": session_config.MAX_OUTPUT_TOKENS,
+    "metadata": AnyValue(),
+    "prompt": AnyValue(),
+    "input": List(AnyValue()),
+    "parallel_tool_calls": Bool(),
+    "reasoning": Obj({"effort": Enum(("minimal", "low", "medium", "high", "xhigh"))}),
 }
-RESPONSE_PARAMS = Obj(GA_RESPONSE_FIELDS)
+RESPONSE_PARAMS = Obj(GA_RESPONSE_FIELDS, null_is_absent=True)
 # A beta session also takes the beta names; on a GA session they are unknown parameters, as the real GA
 # endpoint answers ("Unknown parameter: 'response.modalities'.").
 BETA_RESPONSE_PARAMS = Obj(
     {
         **GA_RESPONSE_FIELDS,
-        "modalities": Optional(session_config.MODALITIES),
-        "voice": Optional(session_config.VOICE),
-        "output_audio_format": Optional(session_config.BETA_FORMAT),
-        "temperature": Optional(AnyValue()),
-        "max_response_output_tokens": Optional(session_config.MAX_OUTPUT_TOKENS),
-    }
+        "modalities": session_config.MODALITIES,
+        "voice": session_config.VOICE,
+        "output_audio_format": session_config.BETA_FORMAT,
+        "temperature": AnyValue(),
+        "max_response_output_tokens": session_config.MAX_OUTPUT_TOKENS,
+    },
+    null_is_absent=True,
 )
 
 
