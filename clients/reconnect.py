@@ -15,7 +15,9 @@ import random
 import time
 
 # Close codes that mean "you may not": reconnecting would only repeat the refusal.
-FATAL_CLOSE_CODES = {1008: "policy violation", 3000: "invalid API key"}
+# 3000: no or an unknown credential; 4000: a request the GA service will not serve (the beta shape, a missing
+# or unknown model), each after an `error` event naming it.
+FATAL_CLOSE_CODES = {1008: "policy violation", 3000: "invalid credential", 4000: "invalid request"}
 
 
 class Fatal(Exception):

@@ -17,7 +17,15 @@ from rtsim.simulator.model import known_facts
 
 AUDIO_DELTAS = ("response.output_audio.delta", "response.audio.delta")
 ITEM_DONE = ("conversation.item.done", "conversation.item.created")
-FATAL_CLOSES = (3000, 1008)
+FATAL_CLOSES = (3000, 4000, 1008)
+# Upgrades accepted only to be refused (an error event, then close 3000 or 4000): a retry repeats them.
+FATAL_HANDSHAKE_REASONS = (
+    "invalid_api_key",
+    "missing_credential",
+    "missing_model",
+    "invalid_model",
+    "beta_api_shape_disabled",
+)
 
 
 @dataclass
@@ -370,10 +378,9 @@ def backoff(run: RunView, min_gap: float = 0.05, max_rate: float = 4.0, fatal_at
         for a in failed
         if a.get("closed_with") in FATAL_CLOSES
         or a.get("status") in (401, 403)
-        or a.get("reason") == "invalid_api_key"
+        or a.get("reason") in FATAL_HANDSHAKE_REASONS
     ]
-    invalid_key = [h for h in run.handshakes if h.get("reason") == "invalid_api_key"]
-    fatal += invalid_key
+    fatal += [h for h in run.handshakes if h.get("reason") in FATAL_HANDSHAKE_REASONS]
     if fatal:
         first = min(a["t"] for a in fatal)
         after = [h for h in run.handshakes if h["t"] > first]

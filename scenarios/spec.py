@@ -56,6 +56,7 @@ SERVER_KEYS = (
     "response_latency",
     "pacing",
     "context_window",
+    "models",
     "seed",
 )
 

@@ -43,6 +43,17 @@ MISSING_CREDENTIAL = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer "
     "auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
+# What the real GA WebSocket answers after the 101 to a connection it will not serve: an `error` event with
+# this code and message, then this close (captured live GA traffic; see docs/parity.md).
+MISSING_CREDENTIAL_REFUSAL = ((None, MISSING_CREDENTIAL), (3000, "invalid_request_error"))
+MISSING_MODEL = "Missing required parameter: 'model'."
+MODEL_CLOSE = 4000
+
+
+def invalid_model_message(model: str) -> str:
+    # "not supported in realtime mode": what the real service says of a model it does not serve
+    # (hurttlocker/o8#2165, observed 2026-09-10 for `gpt-live-1`).
+    return f"The model '{model}' is not supported in realtime mode."
 
 
 def error_body(
@@ -236,6 +247,25 @@ class Admission:
         beta_proto = "openai-beta.realtime-v1" in request.headers.get("Sec-WebSocket-Protocol", "")
         return beta_header or beta_proto
 
+    def model_refusal(self, request: web.Request, admitted: Admitted) -> tuple[str, str] | None:
+        """`(code, message)` when the real service would refuse the session's model after the 101, else None.
+
+        The model is the URL's `model` or the ephemeral token's; an API-key connection without one is
+        `missing_model`, a name outside the server's allow-list (`--models`) `invalid_model`. Azure's
+        deployments are named by their owner, and a transcription session names its model in
+        `session.update`, so neither is checked here.
+        """
+        if self.server.profile.azure or request.query.get("intent") == "transcription":
+            return None
+        model = request.query.get("model") or (admitted.config or {}).get("model")
+        if not model:
+            # A token's session without a model gets the default one, as the token endpoint gives it.
+            return None if admitted.auth == "ephemeral" else ("missing_model", MISSING_MODEL)
+        allowed = self.server.config.allowed_models()
+        if allowed is not None and model not in allowed:
+            return "invalid_model", invalid_model_message(model)
+        return None
+
     def asks_for_disabled_beta(self, request: web.Request) -> bool:
         """A beta header or subprotocol on the OpenAI GA profile, where the real service refuses the shape."""
         return self.server.profile.name == "openai" and self.asks_for_beta(request)
@@ -307,14 +337,20 @@ class Admission:
         )
 
     def record_accepted(
-        self, handshake: dict[str, Any], admitted: Admitted, status: int, reason: str | None, **extra: Any
+        self,
+        handshake: dict[str, Any],
+        admitted: Admitted | None,
+        status: int,
+        reason: str | None,
+        **extra: Any,
     ) -> None:
+        """An accepted upgrade; `admitted` is None when there was no credential to admit (then refused)."""
         self.server.history.record(
             "handshake",
             **handshake,
-            key_id=admitted.key_id,
-            auth=admitted.auth,
-            token_id=admitted.token_id,
+            key_id=admitted.key_id if admitted else None,
+            auth=admitted.auth if admitted else None,
+            token_id=admitted.token_id if admitted else None,
             accepted=True,
             status=status,
             reason=reason,

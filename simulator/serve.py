@@ -58,6 +58,13 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="how the session cap ends a session: session_expired error event, close 1001, or both",
     )
+    parser.add_argument(
+        "--models",
+        default="known",
+        metavar="known|any|NAME,NAME",
+        help="model names a session may ask for: known (default: today's real Realtime models; any other "
+        "is refused with invalid_model and close 4000), any, or a comma-separated list",
+    )
     parser.add_argument("--context-window", type=int, default=32768, metavar="TOKENS")
     parser.add_argument(
         "--pacing",
@@ -102,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         response_latency=args.response_latency,
         record_dir=args.record,
         expiry_ending=args.expiry_ending,
+        models=args.models,
         context_window=args.context_window,
         pacing=args.pacing,
         script=args.script,

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import control, plan, session_config
-from .admission import MISSING_CREDENTIAL, Admission, Refusal, incorrect_key_message, json_error
+from .admission import (
+    MISSING_CREDENTIAL,
+    MISSING_CREDENTIAL_REFUSAL,
+    MODEL_CLOSE,
+    Admission,
+    Refusal,
+    incorrect_key_message,
+    json_error,
+)
 from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
 from .engine import Limits
@@ -91,6 +99,9 @@ class ServerConfig:
     # A connection without a whole request head by then is closed; also the idle keep-alive limit, so it stays
     # above the pools of common clients (aiohttp 15 s, httpx 5 s), which then always close first.
     header_timeout: float = 20.0
+    # Model names a WebSocket session may ask for: "known" (today's real names,
+    # session_config.REALTIME_MODELS; any other is refused with `invalid_model`), "any", or "name,name".
+    models: str = "known"
     # Mixed into session and event ids with the seed: set (rtsim serve without --seed does), ids cannot be
     # predicted from the seed; empty, they are reproducible from the seed alone.
     id_secret: str = ""
@@ -101,6 +112,14 @@ class ServerConfig:
             return IdFactory.seeded(self.seed, self.id_secret, conn_id)
         return IdFactory.seeded(self.seed, conn_id)
     webrtc_setup_timeout: float | None = 10.0  # answered calls whose ICE/DTLS never connect end after this
+
+    def allowed_models(self) -> frozenset[str] | None:
+        """The model names sessions may use, or None for any."""
+        if self.models == "any":
+            return None
+        if self.models == "known":
+            return frozenset(session_config.REALTIME_MODELS)
+        return frozenset(name.strip() for name in self.models.split(",") if name.strip())
 
     @property
     def profile_spec(self) -> Profile:
@@ -252,8 +271,10 @@ class RealtimeServer:
         try:
             if request.headers.get("Upgrade", "").lower() != "websocket":
                 raise Refusal(426, "not_websocket", "This endpoint only accepts WebSocket connections.")
-            # An unknown API key is not refused: the real service accepts, reports it, and closes.
-            admitted = admission.admit(request, unknown_key_refused=False)
+            # No credential, or an unknown API key, is not refused: the real service accepts, reports it,
+            # and closes (3000).
+            credential_given = admission.credential(request).value is not None
+            admitted = admission.admit(request, unknown_key_refused=False) if credential_given else None
         except Refusal as refusal:
             admission.record_refusal(handshake, refusal)
             return refusal.response()
@@ -261,6 +282,10 @@ class RealtimeServer:
             protocols=("realtime",), max_msg_size=MAX_FRAME_BYTES, compress=False, autoping=True
         )
         await ws.prepare(request)
+        if admitted is None:
+            admission.record_accepted(handshake, None, 101, "missing_credential")
+            await self._reject_after_upgrade(ws, conn_id, None, *MISSING_CREDENTIAL_REFUSAL)
+            return ws
         identity = admitted.key_id
         if not admitted.key_is_known:
             admission.record_accepted(handshake, admitted, 101, "invalid_api_key")
@@ -272,6 +297,13 @@ class RealtimeServer:
         if admission.asks_for_disabled_beta(request):
             admission.record_accepted(handshake, admitted, 101, "beta_api_shape_disabled")
             await self._reject_after_upgrade(ws, conn_id, identity, BETA_SHAPE_DISABLED, BETA_SHAPE_CLOSE)
+            return ws
+        model_refusal = admission.model_refusal(request, admitted)
+        if model_refusal is not None:
+            code = model_refusal[0]
+            admission.record_accepted(handshake, admitted, 101, code)
+            close = (MODEL_CLOSE, f"invalid_request_error.{code}")
+            await self._reject_after_upgrade(ws, conn_id, identity, model_refusal, close)
             return ws
         if admitted.close_code is not None:
             # Accepted, then closed at once: the loop one framework fell into with 1008.
@@ -318,8 +350,8 @@ class RealtimeServer:
         self,
         ws: web.WebSocketResponse,
         conn_id: str,
-        identity: str,
-        error: tuple[str, str],
+        identity: str | None,
+        error: tuple[str | None, str],
         close: tuple[int, str],
     ) -> None:
         """Accepted, then refused as the real service does: one `error` event, then a close frame."""

@@ -166,10 +166,13 @@ async def test_a_refused_handshake_comes_back_with_the_upstreams_status_and_body
     proxy: RecordingProxy,
 ) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        await connect(f"ws://127.0.0.1:{proxy.port}/v1/realtime?model=gpt-realtime")
+        await connect(
+            f"ws://127.0.0.1:{proxy.port}/v1/realtime?model=gpt-realtime",
+            additional_headers={"Authorization": "Bearer ek_forged"},
+        )
     response = refused.value.response
     assert response.status_code == 401
-    assert "You didn't provide an API key" in json.loads(response.body)["error"]["message"]
+    assert "ephemeral token" in json.loads(response.body)["error"]["message"]
     (handshake,) = proxy.history.select(kind="handshake")
     assert (handshake["accepted"], handshake["status"]) == (False, 401)
 
@@ -241,7 +244,8 @@ async def test_a_stall_or_latency_holds_the_upstreams_events(
 
 async def test_a_close_fault_on_a_proxied_session(proxy: RecordingProxy, server: RealtimeServer) -> None:
     async with connect(
-        f"ws://127.0.0.1:{proxy.port}/v1/realtime", additional_headers={"Authorization": f"Bearer {KEY}"}
+        f"ws://127.0.0.1:{proxy.port}/v1/realtime?model=gpt-realtime",
+        additional_headers={"Authorization": f"Bearer {KEY}"},
     ) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
         await _post_fault(proxy, "close", {"code": 1013, "reason": "try again later"})

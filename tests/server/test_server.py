@@ -35,14 +35,6 @@ async def test_browser_subprotocol_auth_selects_realtime(server: RealtimeServer)
         assert (await recv(ws))["type"] == "session.created"
 
 
-async def test_missing_credential_is_refused_with_a_json_401(server: RealtimeServer) -> None:
-    with pytest.raises(InvalidStatus) as info:
-        await connect(ws_url(server))
-    assert info.value.response.status_code == 401
-    body = json.loads(info.value.response.body)
-    assert body["error"]["type"] == "invalid_request_error" and "API key" in body["error"]["message"]
-
-
 async def test_unknown_api_key_is_accepted_then_closed_3000(server_factory: Callable[..., Any]) -> None:
     server = await server_factory(api_keys=["sk-the-only-key"])
     async with connect(ws_url(server), additional_headers={"Authorization": "Bearer sk-wrong-key-123"}) as ws:
