@@ -1,8 +1,9 @@
 """GA versus beta wire names. The engine speaks GA; a beta session is translated here, at the edge.
 
-Beta differences: `response.audio.*` / `response.audio_transcript.*` / `response.text.*` for the GA
-`response.output_*` events, `conversation.item.created` for `conversation.item.added` (no `.done`), a flat
-session object, and assistant content parts typed `text` / `audio` instead of `output_text` / `output_audio`.
+Beta differences: items carry `"object": "realtime.item"`; `response.audio.*` /
+`response.audio_transcript.*` / `response.text.*` for the GA `response.output_*` events;
+`conversation.item.created` for `conversation.item.added` (no `.done`); a flat session object; and assistant
+content parts typed `text` / `audio` instead of `output_text` / `output_audio`.
 """
 
 from __future__ import annotations
@@ -80,13 +81,14 @@ class BetaDialect(Dialect):
 
 
 def beta_item(item: dict[str, Any]) -> dict[str, Any]:
+    # Beta items carried `"object": "realtime.item"`; GA items have no `object` field (captured GA traffic).
+    beta = dict(item, object="realtime.item")
     content = item.get("content")
-    if not content:
-        return item
-    return dict(
-        item,
-        content=[dict(part, type=BETA_PART_TYPES.get(part["type"], part["type"])) for part in content],
-    )
+    if content:
+        beta["content"] = [
+            dict(part, type=BETA_PART_TYPES.get(part["type"], part["type"])) for part in content
+        ]
+    return beta
 
 
 def beta_response(response: dict[str, Any]) -> dict[str, Any]:

@@ -123,8 +123,17 @@ def missing_parameter(param: str) -> RealtimeError:
 def invalid_value(param: str, value: Any, supported: tuple[str, ...] | None = None) -> RealtimeError:
     message = f"Invalid value: {_quote(value)}."
     if supported:
-        message += " Supported values are: " + ", ".join(f"'{v}'" for v in supported) + "."
+        message += f" Supported values are: {_listed(supported)}."
     return RealtimeError(message, code="invalid_value", param=param)
+
+
+def _listed(values: tuple[str, ...]) -> str:
+    """'a', 'b', and 'c' — as the real service lists allowed values ("Supported values are: 'pcm16',
+    'g711_ulaw', and 'g711_alaw'.", captured in dongri/openai-api-rs#135)."""
+    quoted = [f"'{v}'" for v in values]
+    if len(quoted) <= 2:
+        return " and ".join(quoted)
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
 
 
 _JSON_TYPE_NAMES = {

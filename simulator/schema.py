@@ -175,19 +175,20 @@ class Obj(Spec):
 
 @dataclass(frozen=True)
 class OneOf(Spec):
-    """The first alternative that accepts the value wins; otherwise the first alternative's error."""
+    """The first alternative that accepts the value wins. Otherwise the error of the first alternative of the
+    value's own JSON type (not a mere type mismatch) is reported, else the first alternative's."""
 
     options: tuple[Spec, ...]
 
     def check(self, value: Any, path: str) -> Any:
-        first: RealtimeError | None = None
+        errors: list[RealtimeError] = []
         for option in self.options:
             try:
                 return option.check(value, path)
             except RealtimeError as exc:
-                first = first or exc
-        assert first is not None
-        raise first
+                errors.append(exc)
+        assert errors
+        raise next((e for e in errors if e.code != "invalid_type"), errors[0])
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,9 @@ class Conversation:
         self.id = conversation_id
         self.items: list[Item] = []
         self.by_id: dict[str, Item] = {}
+        # Items a `retention_ratio` truncation has dropped from the model's view: they stay dropped, so the
+        # context's prefix (and the cache) holds until the conversation overflows again.
+        self.truncated_ids: set[str] = set()
 
     @property
     def last_id(self) -> str | None:
@@ -173,7 +176,6 @@ class Conversation:
                 f"Item with id '{item_id}' already exists.", code="item_already_exists", param="item.id"
             )
         data["id"] = item_id
-        data["object"] = "realtime.item"
         data["status"] = "completed"
         audio_ms = 0
         if data["type"] == "message":
@@ -228,12 +230,34 @@ class Conversation:
     # ---- what a response sees and pays for -----------------------------------------------------------
 
     def context_window(self, instructions: str) -> list[Item]:
-        """The latest items that fit the context window (the real `truncation: auto` drops the oldest)."""
-        max_out = self.state.config["max_output_tokens"]
+        """What the model sees of the conversation, by the session's `truncation`.
+
+        The budget is the context window less the maximum output and the instructions (as the SDK's
+        docstring counts it: a 32k model with 4,096 output tokens holds 28,224 after instructions), or a
+        retention ratio's own `token_limits.post_instructions`. `auto` drops the oldest items until the rest
+        fits; `retention_ratio` r, once the conversation overflows, drops the oldest until only r of the
+        budget is used and keeps them dropped; `disabled` never drops, and refuses a context that overflows.
+        """
+        config = self.state.config
+        max_out = config["max_output_tokens"]
         budget = self.state.limits.context_window - (
             session_config.MAX_RESPONSE_TOKENS if max_out == "inf" else max_out
         )
         budget -= count_tokens(instructions)
+        truncation = config.get("truncation", "auto")
+        if truncation == "disabled":
+            used = sum(item.tokens for item in self.items)
+            if used > budget:
+                raise RealtimeError(
+                    f"The conversation ({used} tokens after instructions) exceeds the model's input token "
+                    f"limit ({budget}) and truncation is disabled.",
+                    code="context_length_exceeded",
+                )
+            return list(self.items)
+        if isinstance(truncation, dict):
+            limit = (truncation.get("token_limits") or {}).get("post_instructions")
+            budget = min(budget, limit) if limit is not None else budget
+            return self._retained(budget, truncation["retention_ratio"])
         visible: list[Item] = []
         for item in reversed(self.items):
             budget -= item.tokens
@@ -241,6 +265,18 @@ class Conversation:
                 break
             visible.append(item)
         visible.reverse()
+        return visible
+
+    def _retained(self, budget: int, ratio: float) -> list[Item]:
+        visible = [item for item in self.items if item.id not in self.truncated_ids]
+        used = sum(item.tokens for item in visible)
+        if used <= budget:
+            return visible
+        keep = budget * ratio
+        while visible and used > keep:
+            dropped = visible.pop(0)
+            self.truncated_ids.add(dropped.id)
+            used -= dropped.tokens
         return visible
 
     def user_audio_tokens(self) -> int:

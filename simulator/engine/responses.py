@@ -35,7 +35,7 @@ MAX_OUT_OF_BAND_RESPONSES = 8
 # without instructions and works against the real service.
 GA_RESPONSE_FIELDS: dict[str, Spec] = {
     "conversation": OneOf((Enum(("auto", "none")), Str())),
-    "output_modalities": session_config.MODALITIES,
+    "output_modalities": session_config.OUTPUT_MODALITIES,
     "instructions": Str(),
     "audio": Obj({"output": Obj({"format": session_config.AUDIO_FORMAT, "voice": session_config.VOICE})}),
     "tools": session_config.TOOLS,
@@ -45,7 +45,7 @@ GA_RESPONSE_FIELDS: dict[str, Spec] = {
     "prompt": AnyValue(),
     "input": List(AnyValue()),
     "parallel_tool_calls": Bool(),
-    "reasoning": Obj({"effort": Enum(("minimal", "low", "medium", "high", "xhigh"))}),
+    "reasoning": session_config.REASONING,
 }
 RESPONSE_PARAMS = Obj(GA_RESPONSE_FIELDS, null_is_absent=True)
 # A beta session also takes the beta names; on a GA session they are unknown parameters, as the real GA
@@ -294,7 +294,12 @@ class Responder:
             "conversation_id": self.conversation.id if run.in_conversation else None,
             "output_modalities": run.config["output_modalities"],
             "max_output_tokens": run.config["max_output_tokens"],
-            "audio": {"output": {"format": run.config["format"], "voice": run.config["voice"]}},
+            "audio": {
+                "output": {
+                    "format": run.config["format"],
+                    "voice": session_config.voice_id(run.config["voice"]),
+                }
+            },
             "usage": None,
             "metadata": run.metadata,
         }
@@ -364,7 +369,6 @@ class Responder:
             item={
                 "id": self.state.ids.new("item"),
                 "type": "message",
-                "object": "realtime.item",
                 "status": "in_progress",
                 "role": "assistant",
                 "content": [],
@@ -511,7 +515,6 @@ class Responder:
             item={
                 "id": self.state.ids.new("item"),
                 "type": "function_call",
-                "object": "realtime.item",
                 "status": "in_progress",
                 "name": name,
                 "call_id": call_id,

@@ -220,7 +220,6 @@ class InputTurns:
         data = {
             "id": item_id,
             "type": "message",
-            "object": "realtime.item",
             "status": "completed",
             "role": "user",
             "content": [{"type": "input_audio", "transcript": transcript}],

@@ -27,7 +27,8 @@ from tests.support.wire import open_session, recv, recv_until
 
 ONSET_TOLERANCE_MS = 40
 END_TOLERANCE_MS = 60
-PREFIX_MS, SILENCE_MS = 300, 500
+# The real server-VAD defaults (captured gpt-realtime `session.created`: prefix 300 ms, silence 200 ms).
+PREFIX_MS, SILENCE_MS = 300, 200
 
 
 async def update(ws: ClientConnection, session: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +123,9 @@ async def test_a_spoken_turn_gets_a_response_and_transcription(
     assert [c["transcript"] for c in completed] == [
         "My name is Alice.",
         "What is my name?",
-        UNSCRIPTED_TRANSCRIPT.format(ms=1800),
+        UNSCRIPTED_TRANSCRIPT.format(ms=1500),
     ]
-    # the committed audio runs from audio_start_ms to audio_end_ms: padding 300 + speech 1000 + silence 500
+    # the committed audio runs from audio_start_ms to audio_end_ms: padding 300 + speech 1000 + silence 200
     deltas = "".join(e["delta"] for e in turns[0] if e["type"].endswith("transcription.delta"))
     assert deltas == "My name is Alice."
     answer = turns[1][-1]["response"]["output"][0]["content"][0]["transcript"]

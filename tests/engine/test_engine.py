@@ -38,6 +38,9 @@ def errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_session_created_carries_the_real_defaults() -> None:
+    """gpt-realtime's `session.created` in captured GA traffic: voice `alloy`, server VAD 0.5 / 300 ms /
+    200 ms of silence (the SDK's docstring says 500; the service uses 200), the server's default
+    instructions (jurgob/nextjs-openai-webrtc's captured `session.created`)."""
     session = make_session(limits=Limits(max_session=3600))
     (created,) = session.drain()
     validate_ga(created)
@@ -47,15 +50,19 @@ def test_session_created_carries_the_real_defaults() -> None:
     assert s["model"] == "gpt-realtime"
     assert s["expires_at"] == int(WALL + 3600)
     assert s["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
-    assert s["audio"]["output"]["voice"] == "marin"
+    assert s["audio"]["output"]["voice"] == "alloy"
     vad = s["audio"]["input"]["turn_detection"]
     assert (vad["type"], vad["threshold"], vad["prefix_padding_ms"], vad["silence_duration_ms"]) == (
         "server_vad",
         0.5,
         300,
-        500,
+        200,
     )
     assert vad["create_response"] is True and vad["interrupt_response"] is True
+    assert vad["idle_timeout_ms"] is None
+    assert s["instructions"].startswith("Your knowledge cutoff is 2023-10. You are a helpful, witty")
+    assert (s["max_output_tokens"], s["truncation"], s["tracing"]) == ("inf", "auto", None)
+    assert s["audio"]["input"]["noise_reduction"] is None
 
 
 def test_session_update_merges_and_echoes_the_whole_session() -> None:
@@ -82,7 +89,7 @@ def test_session_update_merges_and_echoes_the_whole_session() -> None:
     assert s["audio"]["output"]["voice"] == "cedar"
     assert s["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}  # untouched sibling kept
     vad = s["audio"]["input"]["turn_detection"]
-    assert vad["threshold"] == 0.7 and vad["silence_duration_ms"] == 500  # the rest takes the defaults
+    assert vad["threshold"] == 0.7 and vad["silence_duration_ms"] == 200  # the rest takes the defaults
 
 
 @pytest.mark.parametrize(
@@ -558,7 +565,7 @@ def test_voice_cannot_change_once_assistant_audio_exists() -> None:
     session = make_session()
     say(session, "hello")
     session.receive(
-        {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "alloy"}}}},
+        {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "cedar"}}}},
         0,
     )
     (err,) = errors(session.drain())
