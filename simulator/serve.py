@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import sys
 
+from .engine.state import EXPIRY_ENDINGS
 from .protocol import RealtimeError
 from .server import PROFILES, ServerConfig, serve_forever
 
@@ -54,9 +55,10 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", metavar="DIR", help="write the history as JSON Lines into DIR")
     parser.add_argument(
         "--expiry-ending",
-        choices=("error", "close", "both"),
-        default="both",
-        help="how the session cap ends a session: session_expired error event, close 1001, or both",
+        choices=EXPIRY_ENDINGS,
+        help="how the session cap ends a session: session_expired error event, close 1001, both, or "
+        "server_error (a server_error event, then close 1011: Azure's way); default: the profile's "
+        "(azure: server_error, otherwise both)",
     )
     parser.add_argument(
         "--models",

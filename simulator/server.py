@@ -65,12 +65,14 @@ class Profile:
     dialect: Dialect
     max_session: float
     azure: bool = False
+    expiry_ending: str = "both"  # how the cap ends a session unless --expiry-ending says otherwise
 
 
 PROFILES = {
     "openai": Profile("openai", GA, 3600.0),
     "openai-beta": Profile("openai-beta", BETA, 1800.0),
-    "azure": Profile("azure", GA, 1800.0, azure=True),
+    # Azure surfaces its 30-minute cap as a `server_error` (livekit/agents#2341).
+    "azure": Profile("azure", GA, 1800.0, azure=True, expiry_ending="server_error"),
 }
 
 
@@ -87,7 +89,7 @@ class ServerConfig:
     seed: int = 0
     response_latency: float = 0.0
     record_dir: str | None = None
-    expiry_ending: str = "both"
+    expiry_ending: str | None = None  # None: the profile's (Azure: server_error; otherwise both)
     context_window: int = 32768
     pacing: float = 1.0
     script: str | None = None
@@ -130,7 +132,7 @@ class ServerConfig:
             max_session=self.max_session if self.max_session is not None else self.profile_spec.max_session,
             context_window=self.context_window,
             response_latency=self.response_latency,
-            expiry_ending=self.expiry_ending,  # type: ignore[arg-type]
+            expiry_ending=self.expiry_ending or self.profile_spec.expiry_ending,  # type: ignore[arg-type]
             pacing=self.pacing,
             idle_timeout=self.idle_timeout,
         )

@@ -59,6 +59,10 @@ BETA_EVENT_FIELDS = dict(
 )
 
 Handler = Callable[[dict[str, Any], float], None]
+AZURE_CAP_MESSAGE = (
+    "The server had an error while processing your request. Sorry about that! You can retry your request, "
+    "or contact us through our help center at help.openai.com if the error persists."
+)
 
 
 class Session:
@@ -251,9 +255,16 @@ class Session:
     # ---- the session's end ----------------------------------------------------------------------------
 
     def expire(self) -> None:
-        """The session cap: the `session_expired` error event, a 1001 close, or both (as configured)."""
+        """The session cap: the `session_expired` error event, a 1001 close, both, or Azure's `server_error`
+        (as configured)."""
         self._responder.cut_off()  # the real server just ends: no response.done for what was cut off
         ending = self.limits.expiry_ending
+        if ending == "server_error":
+            # Azure surfaces its 30-minute cap as a generic server error (livekit/agents#2341), so a client
+            # cannot tell it from a transient failure by the event alone.
+            self.error(RealtimeError(AZURE_CAP_MESSAGE, type="server_error"))
+            self.close_request = (1011, "server_error")
+            return
         if ending in ("error", "both"):
             self.error(RealtimeError(self.expiry_message, code="session_expired"))
         if ending == "error":

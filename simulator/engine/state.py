@@ -10,7 +10,10 @@ from ..dialect import Dialect
 from ..model import ScriptedModel
 from ..protocol import IdFactory, RealtimeError
 
-ExpiryEnding = Literal["error", "close", "both"]
+# How the session cap ends a session: the `session_expired` error event, a 1001 close, both, or (Azure) a
+# `server_error` event and a close.
+ExpiryEnding = Literal["error", "close", "both", "server_error"]
+EXPIRY_ENDINGS: tuple[ExpiryEnding, ...] = ("error", "close", "both", "server_error")
 BYTES_PER_MS = audio.SAMPLE_RATE * 2 // 1000  # pcm16 mono at 24 kHz
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..engine.state import EXPIRY_ENDINGS
 from ..protocol import RealtimeError
 from ..schema import Enum, Num, Obj
 from .kind import MAX_FAULT_SECONDS, FaultKind, Target
@@ -71,9 +72,9 @@ FAULTS = (
     FaultKind(
         "expire-session",
         "session",
-        Obj({"ending": Enum(("error", "close", "both"))}),
+        Obj({"ending": Enum(EXPIRY_ENDINGS)}),
         expire_session,
-        "the session cap reached now (session_expired error, close 1001, or both)",
+        "the session cap reached now (session_expired error, close 1001, both, or Azure's server_error)",
     ),
     FaultKind(
         "server-error",
