@@ -251,8 +251,9 @@ BETA_SESSION = Obj(
         "voice": VOICE_NAME,
         "input_audio_format": BETA_FORMAT,
         "output_audio_format": BETA_FORMAT,
-        "input_audio_transcription": TRANSCRIPTION,
-        "input_audio_noise_reduction": NOISE_REDUCTION,
+        # The beta shape had neither transcription's newer fields nor a noise-reduction strength.
+        "input_audio_transcription": Nullable(Obj({"model": Str(), "language": Str(), "prompt": Str()})),
+        "input_audio_noise_reduction": Nullable(Obj({"type": Enum(("near_field", "far_field"))})),
         "turn_detection": TURN_DETECTION,
         "tools": TOOLS,
         "tool_choice": OneOf((Enum(("auto", "none", "required")), Str())),
@@ -407,7 +408,9 @@ def to_beta(config: dict[str, Any], *, session_id: str, expires_at: int) -> dict
         "input_audio_format": BETA_NAME_BY_FORMAT[audio_in["format"]["type"]],
         "output_audio_format": BETA_NAME_BY_FORMAT[audio_out["format"]["type"]],
         "input_audio_transcription": copy.deepcopy(audio_in["transcription"]),
-        "input_audio_noise_reduction": copy.deepcopy(audio_in["noise_reduction"]),
+        "input_audio_noise_reduction": (
+            {"type": audio_in["noise_reduction"]["type"]} if audio_in["noise_reduction"] else None
+        ),
         "turn_detection": copy.deepcopy(audio_in["turn_detection"]),
         "tools": copy.deepcopy(config["tools"]),
         "tool_choice": config["tool_choice"] if isinstance(config["tool_choice"], str) else "auto",

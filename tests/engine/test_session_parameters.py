@@ -444,3 +444,24 @@ def test_ga_items_have_no_object_field_and_beta_items_do() -> None:
                 items += event["response"]["output"]
         assert items
         assert all(("object" in item) is has_object for item in items), items
+
+
+def test_the_beta_shape_keeps_its_own_narrower_fields() -> None:
+    """`--profile openai-beta` serves the beta session, which had no noise-reduction strength."""
+    session = make_session(dialect=BETA)
+    session.drain()
+    session.receive(
+        {"type": "session.update", "session": {"input_audio_noise_reduction": {"type": "near_field"}}}, 0
+    )
+    (updated,) = session.drain()
+    validate_beta(updated)
+    assert updated["session"]["input_audio_noise_reduction"] == {"type": "near_field"}
+    session.receive(
+        {
+            "type": "session.update",
+            "session": {"input_audio_noise_reduction": {"type": "near_field", "strength": 1}},
+        },
+        0,
+    )
+    (error,) = session.drain()
+    assert error["error"]["param"] == "session.input_audio_noise_reduction.strength"
