@@ -136,7 +136,7 @@ def _listed(values: tuple[str, ...]) -> str:
     return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
 
 
-_JSON_TYPE_NAMES = {
+JSON_TYPE_NAMES = {
     bool: "a boolean",
     int: "an integer",
     float: "a decimal",
@@ -148,7 +148,7 @@ _JSON_TYPE_NAMES = {
 
 
 def invalid_type(param: str, expected: str, value: Any) -> RealtimeError:
-    got = _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+    got = JSON_TYPE_NAMES.get(type(value), type(value).__name__)
     return RealtimeError(
         f"Invalid type for '{param}': expected {expected}, but got {got} instead.",
         code="invalid_type",
@@ -200,7 +200,7 @@ def decode_client_frame(text: str) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise RealtimeError(
             "Invalid event: expected a JSON object, but got "
-            f"{_JSON_TYPE_NAMES.get(type(event), 'a value')} instead.",
+            f"{JSON_TYPE_NAMES.get(type(event), 'a value')} instead.",
             code="invalid_json",
         )
     return event

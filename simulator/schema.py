@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import (
+    JSON_TYPE_NAMES,
     RealtimeError,
     invalid_type,
     invalid_value,
@@ -113,8 +114,9 @@ class Enum(Spec):
 
     def check(self, value: Any, path: str) -> Any:
         if isinstance(value, bool) or value not in self.values:
-            if all(isinstance(v, str) for v in self.values) and not isinstance(value, str):
-                raise invalid_type(path, "a string", value)
+            if not any(type(v) is type(value) for v in self.values):
+                # A value of another JSON type is a type mismatch (so a OneOf reports its sibling's error).
+                raise invalid_type(path, JSON_TYPE_NAMES.get(type(self.values[0]), "a value"), value)
             raise invalid_value(path, value, tuple(str(v) for v in self.values))
         return value
 
