@@ -241,13 +241,22 @@ class RealtimeUser(User):
         self.budget = ReconnectBudget(backoff, max_attempts=10, stable_after=10.0)
         self.token: Token | None = None
         self.link: Link | None = None
+        self.connected = Event()  # self.link is open (or self.fatal says why there will be none)
+        self.fatal: Fatal | None = None
+        self.stopping = False
+        self.connection: gevent.Greenlet | None = None
 
     # ---- locust's lifecycle --------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._session()
+        # The connection has its own greenlet, so a lost session is reopened at once, not when the next
+        # task begins: the reconnect gap is the policy's, never the user's think time.
+        self.connection = gevent.spawn(self._keep_connected)
 
     def on_stop(self) -> None:
+        self.stopping = True
+        if self.connection is not None:
+            self.connection.kill(block=True, timeout=2.0)
         link, self.link = self.link, None
         if link is not None:
             self._close(link)
@@ -284,16 +293,34 @@ class RealtimeUser(User):
     # ---- sessions ------------------------------------------------------------------------------------
 
     def _session(self) -> Link:
-        """The live session, reopened after a loss with the reference client's backoff."""
-        link = self.link
-        if link is not None and not link.closed.is_set():
-            return link
-        try:
-            return self._reconnect(link)
-        except Fatal as exc:
-            log.error("user %d gives up: %s", self.number, exc)
-            self._fire("WS", "reconnect" if link is not None else "session.created", 0, exc)
-            raise StopUser() from exc
+        """The live session, waiting while the connection greenlet opens or reopens it."""
+        while True:
+            self.connected.wait()
+            if self.fatal is not None:
+                raise StopUser()
+            link = self.link
+            if link is not None and not link.closed.is_set():
+                return link
+            gevent.sleep(0.01)  # lost a moment ago: the connection greenlet has yet to notice
+
+    def _keep_connected(self) -> None:
+        """Open a session; each time it is lost, reopen it with the reference client's backoff."""
+        lost: Link | None = None
+        while not self.stopping:
+            try:
+                link = self._reconnect(lost)
+            except Fatal as exc:
+                log.error("user %d gives up: %s", self.number, exc)
+                if lost is not None:
+                    self._fire("WS", "reconnect", _ms(lost.lost_at or time.monotonic()), exc)
+                self.fatal = exc
+                self.connected.set()
+                return
+            self.link = link
+            self.connected.set()
+            link.closed.wait()
+            self.connected.clear()
+            lost = link
 
     def _reconnect(self, lost: Link | None) -> Link:
         if lost is not None:
@@ -312,7 +339,6 @@ class RealtimeUser(User):
             except Retry as exc:
                 self.budget.failed(str(exc))
                 gevent.sleep(self.budget.delay(exc.retry_after))
-        self.link = link
         if lost is not None and lost.lost_at is not None:
             self._fire("WS", "reconnect", (time.monotonic() - lost.lost_at) * 1000)
         return link
@@ -537,7 +563,8 @@ class RealtimeUser(User):
             link.updated.set()
         elif kind == "error":
             code = self._error_event(event)
-            for turn in link.responses.values():
+            # It fails every turn in flight: those with a response underway, and one still waiting for its.
+            for turn in {*link.responses.values(), *([link.turn] if link.turn else [])}:
                 if not turn.done.is_set():
                     turn.errors.append(code)
 
