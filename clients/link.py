@@ -53,14 +53,6 @@ class Playback:
     def playing(self, now: float) -> bool:
         return (now - self.started_at) * 1000 < self.received_ms
 
-    @property
-    def ends_at(self) -> float:
-        return self.started_at + self.received_ms / 1000
-
-    def lateness_ms(self, now: float) -> float:
-        """How late a delta arriving now is: it was due once everything before it had played (0 if ahead)."""
-        return max(0.0, (now - self.started_at) * 1000 - self.received_ms)
-
 
 @dataclass(eq=False)
 class Link:

@@ -7,8 +7,9 @@ Each user is one person talking to a voice agent over the WebSocket transport:
 - setup         `session.update` with pcm16 24 kHz audio both ways and server VAD;
 - speaking      speech-like audio from the test-audio kit (`audio.speech_for_text`, then silence), streamed
                 at real time in `--audio-chunk-ms` chunks, so server VAD hears each turn start and end;
-- listening     assistant audio "plays" by the user's own clock from its first delta (never by arrival:
-                deltas may come faster than real time), and the next turn waits until it has played;
+- listening     assistant audio plays by the user's own clock from its first delta (never by arrival:
+                deltas may come faster than real time; an underrun pauses it, `player.Player`), and the
+                next turn waits until it has played;
 - barge-in      now and then the user talks over the reply: server VAD cancels it and the user truncates
                 the item at the position played;
 - reconnecting  a lost session is reopened with the reference client's policy (`reconnect.py`: capped,
@@ -60,7 +61,7 @@ from locust.clients import HttpSession
 from locust.exception import StopUser
 
 from rtsim.clients.common import BYTES_PER_MS, decoded_length, utterance
-from rtsim.clients.link import Playback
+from rtsim.clients.player import Player
 from rtsim.clients.reconnect import (
     FATAL_CLOSE_CODES,
     Backoff,
@@ -173,7 +174,7 @@ class Link:
     turn: Turn | None = None  # the user's latest turn, until its response is created
     responses: dict[str, Turn] = field(default_factory=dict)
     active_response: str | None = None
-    playback: Playback | None = None
+    playback: Player | None = None
     deferred_truncate: tuple[str, str, int] | None = None  # (response, item, audio_end_ms)
     speech_started: Event = field(default_factory=Event)
     speech_started_at: float = 0.0
@@ -510,7 +511,7 @@ class RealtimeUser(User):
         """The user hears the reply out, by their own clock (deltas may have arrived long before)."""
         playback = link.playback
         if playback is not None:
-            remaining = playback.ends_at - time.monotonic()
+            remaining = playback.plays_until - time.monotonic()
             if remaining > 0:
                 link.closed.wait(remaining)
 
@@ -576,10 +577,9 @@ class RealtimeUser(User):
             return  # audio of a reply the user already talked over is not played
         if playback is None or playback.item_id != item_id:
             # A new item plays after what is still playing, as a player queues it.
-            start = max(now, playback.ends_at) if playback is not None else now
-            playback = link.playback = Playback(item_id, response_id, started_at=start)
-        late = playback.lateness_ms(now)
-        playback.received_ms += decoded_length(str(event.get("delta", ""))) / BYTES_PER_MS
+            start = max(now, playback.plays_until) if playback is not None else now
+            playback = link.playback = Player.start(item_id, response_id, start)
+        late = playback.add(decoded_length(str(event.get("delta", ""))) / BYTES_PER_MS, now)
         if turn is None:
             return
         turn.lateness_ms = max(turn.lateness_ms, late)
