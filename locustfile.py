@@ -4,9 +4,10 @@
     locust -f locustfile.py --headless -u 200 -r 50 -t 60s --host http://127.0.0.1:8000/v1
 
 Works against rtsim or any Realtime-compatible base URL (your relay in front of rtsim, or the real service
-with --api-key). The user's behaviour and the metrics it reports are described in rtsim/clients/load.py;
-options: `locust -f locustfile.py --help` (group "rtsim RealtimeUser" options: --model, --auth, --api-key,
---key-per-user, --audio-chunk-ms, --response-timeout, --open-timeout, --backoff-base, --backoff-cap).
+with --api-key). What a user does and the metrics it reports: rtsim/clients/load.py (clients/load.py in the
+repository). Its options (`add_options` there; locust's --help does not list a locustfile's own): --model,
+--auth, --api-key, --key-per-user, --audio-chunk-ms, --response-timeout, --open-timeout, --backoff-base,
+--backoff-cap, --max-attempts, --stable-after, --seed.
 """
 
 from locust import between
@@ -15,6 +16,10 @@ from rtsim.clients.load import RealtimeUser
 
 
 class VoiceAgentUser(RealtimeUser):
-    """Four plain turns to one barge-in (the task weights on RealtimeUser); a pause to think between."""
+    """A plain turn four times in five, a barge-in once; a pause to think between turns.
+
+    To change the mix: `tasks = {RealtimeUser.conversation_turn: 9, RealtimeUser.barge_in: 1}`.
+    """
 
     wait_time = between(0.5, 2.0)
+    barge_in_after = (0.3, 1.0)

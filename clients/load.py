@@ -57,6 +57,7 @@ import gevent
 import websocket
 from gevent.event import Event
 from locust import User, between, events, task
+from locust.argument_parser import LocustArgumentParser
 from locust.clients import HttpSession
 from locust.exception import StopUser
 
@@ -100,8 +101,8 @@ def add_options(parser: Any) -> None:
         "--auth",
         choices=("token", "key"),
         default="token",
-        help="token: mint an ephemeral token per session from /realtime/client_secrets (default); "
-        "key: put the API key on the WebSocket",
+        help="token: connect with ephemeral tokens minted from /realtime/client_secrets, each reused until "
+        "a fifth of its lifetime is left (default); key: put the API key on the WebSocket",
     )
     parser.add_argument(
         "--api-key",
@@ -117,7 +118,7 @@ def add_options(parser: Any) -> None:
     )
     parser.add_argument(
         "--audio-chunk-ms",
-        type=int,
+        type=positive_int,
         default=100,
         help="user audio per input_audio_buffer.append, sent in real time (default 100)",
     )
@@ -135,6 +136,38 @@ def add_options(parser: Any) -> None:
     )
     parser.add_argument("--backoff-base", type=float, default=0.5, help="reconnect backoff base, seconds")
     parser.add_argument("--backoff-cap", type=float, default=8.0, help="reconnect backoff cap, seconds")
+    parser.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=10,
+        help="failed connection attempts in a row before a user gives up (default 10)",
+    )
+    parser.add_argument(
+        "--stable-after",
+        type=float,
+        default=10.0,
+        help="seconds a session must live (unless it answered) to reset the backoff (default 10)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds each user's choices and backoff jitter (with its worker and user number)",
+    )
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, not {text}")
+    return value
+
+
+def default_options() -> Any:
+    """The options' defaults, for an Environment made without locust's command line (locust as a library)."""
+    parser = LocustArgumentParser()
+    add_options(parser)
+    return parser.parse_args([])
 
 
 # ---- what one user tracks ------------------------------------------------------------------------------
@@ -224,22 +257,23 @@ class RealtimeUser(User):
 
     abstract = True  # the locustfile makes the concrete class (so it can set weights, wait_time, ...)
     wait_time = between(0.5, 2.0)  # the user thinks between turns
+    barge_in_after = (0.3, 1.0)  # seconds of a reply the user hears before talking over it (uniform)
     numbers = itertools.count(1)
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        options = environment.parsed_options
-        self.options = options
+        options = self.options = environment.parsed_options or default_options()
         self.number = next(self.numbers)
-        self.rng = random.Random(f"{os.getpid()}/{self.number}")
-        self.key = options.api_key if options is not None else DEFAULT_KEY
-        if options is not None and options.key_per_user:
+        worker = getattr(environment.runner, "worker_index", 0)
+        self.rng = random.Random(f"{options.seed}/{worker}/{self.number}")
+        self.key = options.api_key
+        if options.key_per_user:
             self.key = f"{self.key}-{os.getpid()}-{self.number}"
-        self.model = options.model if options is not None else "gpt-realtime"
+        self.model = options.model
         self.rest_url, self.ws_url = endpoints(self.host or "", self.model)
         self.http = HttpSession(base_url=self.rest_url, request_event=environment.events.request, user=self)
         backoff = Backoff(options.backoff_base, options.backoff_cap, self.rng)
-        self.budget = ReconnectBudget(backoff, max_attempts=10, stable_after=10.0)
+        self.budget = ReconnectBudget(backoff, options.max_attempts, options.stable_after)
         self.token: Token | None = None
         self.link: Link | None = None
         self.connected = Event()  # self.link is open (or self.fatal says why there will be none)
@@ -278,7 +312,7 @@ class RealtimeUser(User):
         if not turn.first_delta.wait(self.options.response_timeout) or link.closed.is_set():
             self._await_reply(link, turn)  # reports why there was no reply
             return
-        gevent.sleep(self.rng.uniform(0.3, 1.0))
+        gevent.sleep(self.rng.uniform(*self.barge_in_after))
         playback = link.playback
         if link.closed.is_set() or playback is None or not playback.playing(time.monotonic()):
             self._listen_to_end(link)  # the reply was shorter than the patience: nothing to talk over
@@ -417,8 +451,13 @@ class RealtimeUser(User):
         link = Link(ws=ws, session_id=str(session.get("id")), opened_at=time.monotonic())
         link.reader = gevent.spawn(self._read, link)
         asked = time.monotonic()
-        self._send(link, json.dumps({"type": "session.update", "session": self._session_config()}))
-        if link.updated.wait(self.options.open_timeout):
+        try:
+            self._send(link, json.dumps({"type": "session.update", "session": self._session_config()}))
+            updated = link.updated.wait(self.options.open_timeout)
+        except BaseException:  # the user is stopped while waiting: the session must not outlive it
+            self._close(link)
+            raise
+        if updated:
             self._fire("WS", "session.updated", _ms(asked))
         elif not link.closed.is_set():
             self._fire("WS", "session.updated", _ms(asked), RealtimeError("no session.updated in time"))
@@ -480,7 +519,7 @@ class RealtimeUser(User):
         turn = Turn(said=text, spoke_at=time.monotonic())
         link.turn = turn
         chunk_ms = self.options.audio_chunk_ms
-        chunks = spoken_chunks(text, self.number, chunk_ms)
+        chunks = spoken_chunks(text, self.options.seed + self.number, chunk_ms)
         for index, chunk in enumerate(chunks):
             # A microphone has a chunk once its audio has been captured: chunk i leaves at (i + 1) chunks.
             delay = turn.spoke_at + (index + 1) * chunk_ms / 1000 - time.monotonic()
