@@ -1,0 +1,182 @@
+"""locustfile.py against `rtsim serve`, as a user runs them: real processes on 127.0.0.1.
+
+- a short single-process headless run reports every custom metric, and an injected `error` event is a
+  failure (of its own `ERROR <code>` entry, of the turn it hit, and of locust's exit code);
+- under a chaos plan that drops every session, the users reconnect: the gaps show in locust's stats and
+  in the server's summary per identity, and no session is left open (no leaks);
+- distributed mode: a master and two workers, the master's stats aggregate the sessions of both.
+
+Kept short (a few users, seconds of load) because the machine is shared; none of it times anything.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtsim.simulator.tokens import key_id
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "sk-test-load"
+# Every metric the user reports on a run without faults (barge-in and reconnect need luck or faults).
+METRICS = {
+    ("POST", "client_secrets"),
+    ("WS", "handshake"),
+    ("WS", "session.created"),
+    ("WS", "session.updated"),
+    ("AUDIO", "first delta"),
+    ("AUDIO", "turn latency"),
+    ("AUDIO", "lateness"),
+}
+
+Serve = Callable[..., tuple[subprocess.Popen[str], str]]
+
+
+@pytest.fixture
+def locust_procs() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def locust(procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", "locustfile.py", "--api-key", KEY, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(proc)
+    return proc
+
+
+Stats = dict[tuple[str, str], Any]
+
+
+def headless(procs: list[subprocess.Popen[str]], url: str, *args: str) -> tuple[int, Stats]:
+    """A headless run to its end: its exit code and its final stats by (type, name)."""
+    proc = locust(procs, "--headless", "--host", url, "--json", "--skip-log", *args)
+    out, err = proc.communicate(timeout=60)
+    assert out.strip(), err
+    return proc.returncode, stats_by_name(out)
+
+
+def stats_by_name(json_text: str) -> Stats:
+    return {(entry["method"], entry["name"]): entry for entry in json.loads(json_text)}
+
+
+def summary(url: str) -> list[dict[str, Any]]:
+    origin = url.removesuffix("/v1")
+    with urllib.request.urlopen(f"{origin}/_rtsim/summary", timeout=10) as response:
+        return json.load(response)["identities"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_headless_run_reports_the_metrics_and_an_error_event_fails(
+    serve_process: Serve, locust_procs: list[subprocess.Popen[str]]
+) -> None:
+    # Every session's first reply fails with a server_error event after its second audio delta.
+    # Real-time pacing, so the reply is still underway when its second delta has gone out.
+    _, url = serve_process("--chaos", "server-error:after_event=response.output_audio.delta#2")
+    code, stats = headless(locust_procs, url, "-u", "2", "-r", "2", "-t", "8s")
+
+    assert METRICS <= stats.keys(), sorted(stats)
+    assert all(stats[metric]["num_requests"] >= 1 for metric in METRICS)
+    assert stats["WS", "session.created"]["num_failures"] == 0
+    errors = stats["ERROR", "server_error"]
+    assert errors["num_requests"] >= 1 and errors["num_failures"] == errors["num_requests"]
+    assert stats["AUDIO", "turn latency"]["num_failures"] >= 1  # the turn the error hit
+    assert code == 1  # locust's own verdict: the run had failures
+
+
+def test_chaos_drops_show_as_reconnect_gaps_and_leave_no_session_open(
+    serve_process: Serve, locust_procs: list[subprocess.Popen[str]]
+) -> None:
+    _, url = serve_process("--pacing", "0", "--chaos", "drop@100%:within=2")
+    proc = locust(
+        locust_procs, "--headless", "--host", url, "--json", "--skip-log", "-u", "3", "-r", "3", "-t", "8s",
+        "--key-per-user",
+    )  # fmt: skip
+    # While the users ride out the drops, none holds more than its one session: a reconnect leaks nothing.
+    during = []
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if identities_now := summary(url):
+            during.append(identities_now)
+    out, err = proc.communicate(timeout=60)
+    assert out.strip(), err
+    stats = stats_by_name(out)
+
+    reconnects = stats["WS", "reconnect"]
+    assert reconnects["num_requests"] >= 3 and reconnects["num_failures"] == 0
+    assert len(during) >= 5
+    for identities in during:
+        assert all(len(who["still_open"]) <= 1 for who in identities), identities
+    identities = summary(url)
+    assert len(identities) == 3  # one per user
+    for who in identities:
+        assert who["gaps"], who  # the server saw each user come back
+        assert who["still_open"] == [], who
+        # Every session ended by the server's drop, or closed cleanly by the user when locust stopped.
+        assert all((c["code"], c["by"]) in ((1006, "server"), (1000, "client")) for c in who["connections"])
+    accepted = sum(1 for who in identities for conn in who["connections"] if conn.get("session"))
+    assert stats["WS", "session.created"]["num_requests"] == accepted
+
+
+def test_distributed_master_aggregates_both_workers(
+    serve_process: Serve, locust_procs: list[subprocess.Popen[str]]
+) -> None:
+    _, url = serve_process("--pacing", "0")  # replies arrive at once and play by the users' clocks
+    port = str(free_port())
+    # Custom options are given to the master only: locust forwards them to the workers.
+    master = locust(
+        locust_procs,
+        "--master",
+        "--master-bind-host", "127.0.0.1",
+        "--master-bind-port", port,
+        "--headless",
+        "--expect-workers", "2",
+        "--expect-workers-max-wait", "30",
+        "-u", "4",
+        "-r", "4",
+        "-t", "6s",
+        "--host", url,
+        "--key-per-user",
+        "--json",
+        "--skip-log",
+    )  # fmt: skip
+    workers = [locust(locust_procs, "--worker", "--master-host", "127.0.0.1", "--master-port", port)]
+    workers.append(locust(locust_procs, "--worker", "--master-host", "127.0.0.1", "--master-port", port))
+    out, err = master.communicate(timeout=60)
+    assert out.strip(), err
+    stats = stats_by_name(out)
+
+    assert METRICS <= stats.keys(), sorted(stats)
+    # Each worker ran two users, each with its own key: the server saw all four, from both processes.
+    expected = {key_id(f"{KEY}-{worker.pid}-{n}") for worker in workers for n in (1, 2)}
+    identities = summary(url)
+    assert {who["key_id"] for who in identities} == expected
+    accepted = sum(1 for who in identities for conn in who["connections"] if conn.get("session"))
+    assert stats["WS", "session.created"]["num_requests"] == accepted == 4
+    assert stats["POST", "client_secrets"]["num_requests"] == 4
+    for worker in workers:
+        worker.wait(timeout=15)  # the master tells its workers to quit at the end
