@@ -2,7 +2,7 @@
 
 - `TrackedTurn`: one user turn of the scenario and its fate, queued → sent → answered | interrupted | failed
   | lost.
-- `Playback`: assistant audio as the user hears it: a playback clock over what arrived (faster than real time).
+- `Playback`: assistant audio as the user hears it: a playback clock over what arrived (ahead of it).
 - `Link`: one WebSocket carrying one server session, with the turn on it, the response underway, the
   handoff schedule and the item acknowledgements a context restore waits for.
 """
@@ -83,6 +83,7 @@ class Link:
     close_code: int | None = None
     close_reason: str = ""
     reader: asyncio.Task[None] | None = None
+    liveness: asyncio.Task[None] | None = None  # the client's pings
     inflight: TrackedTurn | None = None  # the latest user turn sent on this session and not finished
     response_id: str | None = None  # the response being generated
     awaiting_since: float | None = None  # a response was asked for (or audio committed), none created yet
