@@ -1,7 +1,9 @@
 """Barge-in: the user talks over the assistant, so its reply stops where the user stopped hearing it.
 
-Assistant audio "plays" in real time from its first delta (`Playback`). A typed turn over it cancels the
-response and truncates the item at the position played, never beyond the audio received. A spoken turn does
+Assistant audio "plays" in real time as it arrives (`Playback`, a playback clock: the server sends audio
+faster than real time, so what was heard lags what was received). A typed turn over it cancels the
+response (if still generating) and truncates the item at the position played, never beyond the audio
+received — also after `response.done`, while the buffered tail is still playing. A spoken turn does
 the same through server VAD: the server cancels the response itself (interrupt_response), and the client
 truncates on `speech_started` — after the cancelled `response.done` if the response was still generating,
 because the server fixes the item's audio length only when it closes the item.
@@ -28,8 +30,10 @@ class BargeIn:
             return
         playback = link.playback
         if playback is None or playback.item_id != item_id:
-            playback = link.playback = Playback(item_id, response_id, started_at=now)
-        playback.received_ms += decoded_length(str(event.get("delta", ""))) / BYTES_PER_MS
+            # A new reply plays once the one before it has finished (a speaker plays one thing at a time).
+            start = max(now, playback.ends_at) if playback is not None else now
+            playback = link.playback = Playback(item_id, response_id, started_at=start)
+        playback.queue(decoded_length(str(event.get("delta", ""))) / BYTES_PER_MS, now)
 
     async def typed_over(self, link: Link, now: float) -> None:
         """A typed turn over the assistant: cancel the response, truncate what was not heard."""

@@ -2,7 +2,7 @@
 
 - `TrackedTurn`: one user turn of the scenario and its fate, queued → sent → answered | interrupted | failed
   | lost.
-- `Playback`: assistant audio as the user hears it, playing in real time from its first delta.
+- `Playback`: assistant audio as the user hears it: a playback clock over what arrived (ahead of it).
 - `Link`: one WebSocket carrying one server session, with the turn on it, the response underway, the
   handoff schedule and the item acknowledgements a context restore waits for.
 """
@@ -40,18 +40,32 @@ class TrackedTurn:
 
 @dataclass
 class Playback:
-    """Assistant audio as the user hears it: it plays in real time from its first delta."""
+    """Assistant audio as the user hears it: a speaker that plays what arrived, in real time, in order.
+
+    The server sends audio faster than real time, so arrival runs ahead of playback: what was heard is the
+    playback clock's position, not what was received. A gap in arrival (the audio ran out) pauses playback.
+    """
 
     item_id: str
     response_id: str
-    started_at: float
+    started_at: float  # when its first audio started playing (after any audio queued before it)
     received_ms: float = 0.0
+    ends_at: float = 0.0  # when the speaker will have played everything received
+
+    def __post_init__(self) -> None:
+        self.ends_at = max(self.ends_at, self.started_at)
+
+    def queue(self, ms: float, now: float) -> None:
+        """Audio arrived: it plays after what is already queued (or at once, if the speaker ran dry)."""
+        self.ends_at = max(self.ends_at, now) + ms / 1000
+        self.received_ms += ms
 
     def played_ms(self, now: float) -> int:
-        return int(min(self.received_ms, (now - self.started_at) * 1000))
+        unplayed = max(0.0, self.ends_at - max(now, self.started_at)) * 1000
+        return int(max(0.0, self.received_ms - unplayed))
 
     def playing(self, now: float) -> bool:
-        return (now - self.started_at) * 1000 < self.received_ms
+        return now < self.ends_at and self.received_ms > 0
 
 
 @dataclass(eq=False)
@@ -69,6 +83,7 @@ class Link:
     close_code: int | None = None
     close_reason: str = ""
     reader: asyncio.Task[None] | None = None
+    liveness: asyncio.Task[None] | None = None  # the client's pings
     inflight: TrackedTurn | None = None  # the latest user turn sent on this session and not finished
     response_id: str | None = None  # the response being generated
     awaiting_since: float | None = None  # a response was asked for (or audio committed), none created yet

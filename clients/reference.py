@@ -22,11 +22,12 @@ It is written to be read. Each pattern lives in one place:
                      next session; one cut off by a drop is asked again after each drop (at most 3 times),
                      one failed by a server_error once; nothing is asked twice otherwise. A turn given up on
                      is still remembered (the user's words), so later sessions are restored with it.
-- barge-in           `barge_in.BargeIn`: assistant audio "plays" in real time from its first delta; a user
-                     turn over it cancels the response and truncates the item at the position played (never
-                     beyond the audio received).
-- liveness           the websockets keepalive (ping every RTSIM_PING_INTERVAL, dead after RTSIM_PING_TIMEOUT)
-                     and `_watchdog` (a response asked for or underway and nothing heard for
+- barge-in           `barge_in.BargeIn`: assistant audio plays on a playback clock as it arrives (faster than
+                     real time); a user turn over it cancels the response (if still generating) and truncates
+                     the item at the position played, not at what arrived.
+- liveness           `_liveness` (a ping every RTSIM_PING_INTERVAL; dead when neither its pong nor any frame
+                     came within RTSIM_PING_TIMEOUT: on a slow link a burst of audio delays the pong) and
+                     `_watchdog` (a response asked for or underway and nothing heard for
                      RTSIM_RESPONSE_TIMEOUT) turn a stall into a reconnect.
 
 Run as `python -m rtsim.clients.reference` with the environment described in clients/README.md.
@@ -289,8 +290,8 @@ class ReferenceClient:
             self.log,
             purpose=purpose,
             open_timeout=self.settings.open_timeout,
-            ping_interval=self.settings.ping_interval,
-            ping_timeout=self.settings.ping_timeout,
+            ping_interval=0,  # the client's own liveness check pings (`_liveness`)
+            ping_timeout=0,
         )
         try:
             session = await session_created(ws, self.log, timeout=self.settings.open_timeout)
@@ -321,6 +322,8 @@ class ReferenceClient:
         )
         self.links.append(link)
         link.reader = asyncio.create_task(self._read(link))
+        if self.settings.ping_interval:
+            link.liveness = asyncio.create_task(self._liveness(link))
         rotate_at = handoff.rotate_at
         self.log(
             "connected",
@@ -350,6 +353,25 @@ class ReferenceClient:
 
     # ---- reading events ----------------------------------------------------------------------------------
 
+    async def _liveness(self, link: Link) -> None:
+        """Ping every ping_interval; a link that answers within ping_timeout with neither the pong nor any
+        frame is dead. Frames count: the server sends audio in bursts faster than real time, and on a slow
+        link the pong waits behind them while the session is alive and well."""
+        interval, timeout = self.settings.ping_interval, self.settings.ping_timeout
+        while not link.closed.is_set():
+            await asyncio.sleep(interval)
+            sent_at = self.loop.time()
+            try:
+                pong = await link.ws.ping()
+            except ConnectionClosed:
+                return
+            while not pong.done() and link.last_event_at <= sent_at:
+                if self.loop.time() - sent_at >= timeout:
+                    self.log("ping_timeout", session=link.session_id, waited_s=round(timeout, 2))
+                    link.abort()
+                    return
+                await asyncio.sleep(min(TICK, timeout / 4))
+
     async def _read(self, link: Link) -> None:
         try:
             async for raw in link.ws:
@@ -363,6 +385,8 @@ class ReferenceClient:
         except ConnectionClosed:
             pass
         finally:
+            if link.liveness is not None:
+                link.liveness.cancel()
             link.close_code = link.ws.close_code if link.ws.close_code is not None else 1006
             link.close_reason = link.ws.close_reason or ""
             for future in link.acks.values():

@@ -424,11 +424,13 @@ def user_message(text: str) -> dict[str, Any]:
 # ---- as a scenario client: `python -m rtsim.clients.reference_webrtc` (see clients/README.md) ---
 
 
-async def play(client: ReferenceWebRTCClient, env: ClientEnv, log: JsonLog) -> None:
-    """The scenario's user: each turn at its time (typed, or spoken into the microphone), until end_at."""
+async def play(client: ReferenceWebRTCClient, env: ClientEnv, log: JsonLog, started: float) -> None:
+    """The scenario's user: each turn at its time (typed, or spoken into the microphone), until end_at.
+
+    Times count from the client's start, as the WebSocket reference client's do (and the fault timeline):
+    a first call that takes seconds to connect delays the first turn, not the whole timeline."""
     scenario = env.scenario
     loop = asyncio.get_running_loop()
-    started = loop.time()
     end = started + scenario.end_at
     schedule = TurnSchedule.for_scenario(scenario, started)
     async for turn in schedule.play():
@@ -459,9 +461,10 @@ async def main(env: Mapping[str, str], *, out: TextIO | None = None) -> int:
     session = {**client_env.scenario.session_config(), "model": client_env.scenario.model}
     client = ReferenceWebRTCClient(client_env.base_url, client_env.api_key, session, settings, log=log)
     code = EXIT_OK
+    started = asyncio.get_running_loop().time()
     try:
         await client.start()
-        await play(client, client_env, log)
+        await play(client, client_env, log, started)
     except ConnectionError as exc:
         log("fatal", reason=str(exc))
         code = EXIT_FATAL

@@ -587,31 +587,121 @@ def truncate_within_delivered(run: RunView) -> Verdict:
     return Verdict("truncate_within_delivered", True, figures={"truncates": truncates})
 
 
-def truncated_on_barge_in(run: RunView) -> Verdict:
-    """When the user spoke over the model (a response cancelled by turn detection), the client truncated."""
+@dataclass
+class BargeIn:
+    """The user started speaking (server VAD) while assistant audio was still playing."""
+
+    t: float
+    item_id: str
+    heard_ms: float  # the listener's playback position in the item then
+    received_ms: float  # what had arrived of it by then (ahead of playback: audio comes faster)
+
+
+class Speaker:
+    """The listener's side of one session, rebuilt from what the server sent and when: each audio delta plays
+    in real time after the audio before it (one speaker), never before it arrived. The server sends audio
+    faster than real time, so playback lags arrival; a barge-in clears the speaker, and the rest of the
+    interrupted item is never heard."""
+
+    def __init__(self, session: SessionView) -> None:
+        self.segments: dict[str, list[tuple[float, float]]] = {}  # item -> (start, ms) as played
+        self.arrived: dict[str, list[tuple[float, float]]] = {}  # item -> (t, ms) as received
+        self.barge_ins: list[BargeIn] = []
+        ends = 0.0
+        silenced: set[str] = set()
+        for record in session.events:
+            event = record["event"]
+            kind, t = event.get("type"), record["t"]
+            if record["dir"] != "out":
+                continue
+            if kind in AUDIO_DELTAS:
+                item_id = str(event.get("item_id"))
+                ms = event.get("audio_bytes", 0) / 48
+                self.arrived.setdefault(item_id, []).append((t, ms))
+                if item_id in silenced:
+                    continue
+                start = max(ends, t)
+                ends = start + ms / 1000
+                self.segments.setdefault(item_id, []).append((start, ms))
+            elif kind == "input_audio_buffer.speech_started":
+                playing = self.playing_at(t)
+                if playing is not None:
+                    self.barge_ins.append(
+                        BargeIn(t, playing, self.heard_ms(playing, t), self.received_ms(playing, t))
+                    )
+                    silenced.add(playing)
+                    ends = t
+
+    def heard_ms(self, item_id: str, t: float) -> float:
+        return sum(min(ms, max(0.0, (t - start) * 1000)) for start, ms in self.segments.get(item_id, ()))
+
+    def received_ms(self, item_id: str, t: float) -> float:
+        return sum(ms for at, ms in self.arrived.get(item_id, ()) if at <= t)
+
+    def playing_at(self, t: float) -> str | None:
+        for item_id, segments in self.segments.items():
+            start, (last_start, last_ms) = segments[0][0], segments[-1]
+            if start <= t < last_start + last_ms / 1000:
+                return item_id
+        return None
+
+
+def truncated_on_barge_in(run: RunView, tolerance_ms: float = 500) -> Verdict:
+    """When the user spoke over the model's audio, the client truncated the item where the listener was.
+
+    A barge-in is judged by playback, not arrival: the server sends audio faster than real time, so the
+    response may be over while its audio still plays, and `audio_end_ms` must be what was heard (within
+    `tolerance_ms`), not what had arrived. A response cancelled by turn detection is a barge-in too.
+    """
+    barge_ins = 0
     for session in run.sessions:
-        cancelled = [
-            r
-            for r in session.out("response.done")
-            if (r["event"]["response"].get("status_details") or {}).get("reason") == "turn_detected"
-        ]
-        for record in cancelled:
-            truncates = [r for r in session.incoming("conversation.item.truncate") if r["t"] >= record["t"]]
+        speaker = Speaker(session)
+        found = list(speaker.barge_ins)
+        for record in session.out("response.done"):
+            details = record["event"]["response"].get("status_details") or {}
+            if details.get("reason") != "turn_detected" or any(b.t <= record["t"] for b in found):
+                continue
+            heard = [i for i in speaker.segments if speaker.segments[i][0][0] <= record["t"]]
+            if heard:  # the item that was playing when turn detection cut the response
+                item_id = heard[-1]
+                t = record["t"]
+                found.append(
+                    BargeIn(t, item_id, speaker.heard_ms(item_id, t), speaker.received_ms(item_id, t))
+                )
+        for barge_in in found:
+            barge_ins += 1
+            if barge_in.heard_ms <= 0:
+                continue  # nothing heard: nothing to truncate (the real API refuses a truncate at 0 ms)
+            truncates = [
+                r
+                for r in session.incoming("conversation.item.truncate")
+                if r["t"] >= barge_in.t and r["event"].get("item_id") == barge_in.item_id
+            ]
             if not truncates:
                 return Verdict(
                     "truncated_on_barge_in",
                     False,
-                    "the model was interrupted (turn_detected) but the client never truncated what was "
-                    "not heard",
-                    [_brief(record)],
+                    f"the user spoke over {barge_in.item_id} at t={barge_in.t:.2f}s "
+                    f"({barge_in.heard_ms:.0f} ms heard) but the client never truncated what was not heard",
+                    [{"t": barge_in.t, "session": session.id, "item_id": barge_in.item_id}],
                 )
-    if not any(
-        r["event"]["response"].get("status_details") for s in run.sessions for r in s.out("response.done")
-    ):
+            end_ms = truncates[0]["event"].get("audio_end_ms", 0)
+            heard_by_then = speaker.heard_ms(barge_in.item_id, truncates[0]["t"])
+            if not barge_in.heard_ms - tolerance_ms <= end_ms <= heard_by_then + tolerance_ms:
+                return Verdict(
+                    "truncated_on_barge_in",
+                    False,
+                    f"truncated {barge_in.item_id} at {end_ms} ms, but the listener had heard "
+                    f"{barge_in.heard_ms:.0f} ms when the user spoke ({barge_in.received_ms:.0f} ms had "
+                    "arrived): audio_end_ms must be the playback position, not what was received",
+                    [_brief(truncates[0])],
+                    figures={"heard_ms": round(barge_in.heard_ms), "audio_end_ms": end_ms},
+                )
+    if not barge_ins:
         return Verdict(
             "truncated_on_barge_in", False, "no barge-in happened: the scenario did not exercise it"
         )
-    return Verdict("truncated_on_barge_in", True)
+    return Verdict("truncated_on_barge_in", True, figures={"barge_ins": barge_ins})
 
 
 def no_leaked_sessions(run: RunView) -> Verdict:

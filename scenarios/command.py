@@ -17,6 +17,9 @@ from .report import write_report
 from .runner import CLIENTS, ClientSpec, RunResult, matrix_pairs, run_matrix
 from .spec import ScenarioError, discover
 
+# A WebSocket run uses about a second of CPU over its ~10 s (its client starting, then waiting on its
+# timeline), so eight at a time keep a 2-core machine under half busy.
+DEFAULT_JOBS = 8
 FIGURES = ("sessions", "reconnects", "max_reconnect_gap_s", "rotations", "attempts", "answered")
 
 
@@ -50,7 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--server", metavar="URL", help="use a running rtsim serve instead of embedded ones")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=4, help="runs at once (each has its own simulator)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        help=f"runs at once (each has its own simulator; default {DEFAULT_JOBS}: a run mostly waits on its "
+        "timeline)",
+    )
+    parser.add_argument(
+        "--webrtc-jobs",
+        type=int,
+        metavar="N",
+        help="WebRTC runs at once among them (default: one per core; media costs CPU the whole call)",
+    )
     parser.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     parser.add_argument("--out", default="runs", metavar="DIR", help="where histories and client logs go")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -84,6 +99,7 @@ def run_command(args: argparse.Namespace) -> int:
         clients,
         seed=args.seed,
         jobs=args.jobs,
+        webrtc_jobs=args.webrtc_jobs,
         out_dir=out_dir,
         server_url=args.server,
     )

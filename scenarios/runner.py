@@ -8,6 +8,7 @@ control plane as `rtsim fault`), the *client* is any program, and the *checkers*
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -319,6 +320,7 @@ class Nemesis:
         self.log: list[str] = []
         self.clock: timing.EventCounter | None = None
         self._unfollow: Callable[[], None] | None = None
+        self._on_contact: list[FaultStep] = []  # fixed-time steps waiting for the client's first request
 
     @staticmethod
     def moment(step: FaultStep) -> timing.When:
@@ -329,14 +331,29 @@ class Nemesis:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.clock = timing.EventCounter(loop)
+        # A fixed time counts on the client's own timeline, as its user turns do: from its first request to
+        # the simulator, not from the process spawn (which, on a loaded machine, can take seconds of imports).
+        # Faults at 0 fire at once (before it connects); a remote simulator's records are polled too late
+        # for this, so there the clock runs from the spawn.
+        from_contact = isinstance(self.simulator, EmbeddedSimulator)
         for step in self.steps:
-            self.cancels.append(timing.arm(self.moment(step), self.clock, lambda s=step: self.fire(s)))
-        if any(step.after_event is not None for step in self.steps):
+            if from_contact and step.at:
+                self._on_contact.append(step)
+            else:
+                self.cancels.append(timing.arm(self.moment(step), self.clock, lambda s=step: self.fire(s)))
+        if self._on_contact or any(step.after_event is not None for step in self.steps):
             self._unfollow = self.simulator.follow(self._on_record)
 
     def _on_record(self, record: dict[str, Any]) -> None:
-        if record["kind"] == "event" and record["dir"] == "out" and self.clock is not None:
-            self.clock.saw(record["event"].get("type"))
+        clock = self.clock
+        if clock is None:
+            return
+        if record["kind"] == "event" and record["dir"] == "out":
+            clock.saw(record["event"].get("type"))
+        elif record["kind"] in ("http", "handshake") and self._on_contact:
+            steps, self._on_contact = self._on_contact, []
+            for step in steps:
+                self.cancels.append(timing.arm(self.moment(step), clock, lambda s=step: self.fire(s)))
 
     def fire(self, step: FaultStep) -> None:
         tasks, work = (
@@ -401,24 +418,29 @@ async def run_matrix(
     *,
     seed: int = 0,
     jobs: int = 4,
+    webrtc_jobs: int | None = None,
     out_dir: Path,
     server_url: str | None = None,
     progress: Callable[[str], None] | None = None,
     on_start: Callable[[Scenario, ClientSpec], None] | None = None,
     on_done: Callable[[RunResult, str], None] | None = None,
 ) -> list[RunResult]:
-    """Every scenario against every client, `jobs` at a time (each run has its own simulator and port).
+    """Every scenario against every client, `jobs` at a time (each run has its own simulator and port), at
+    most `webrtc_jobs` WebRTC runs among them (default: one per core).
 
     With no clients named, each scenario runs against the reference client of its transport. `progress`
     gets a line per finished run; `on_start` and `on_done` (the result and that line) feed a live display.
     """
     semaphore = asyncio.Semaphore(jobs)
+    # A WebRTC run encodes and decodes media on both sides the whole time (a quarter of a core or so); more at
+    # once than there are cores starves every run's timeline. WebSocket runs mostly wait, and fill the rest.
+    media = asyncio.Semaphore(max(1, min(jobs, webrtc_jobs or os.cpu_count() or 1)))
     pairs = matrix_pairs(scenarios, clients)
     done = 0
 
     async def one(scenario: Scenario, client: ClientSpec) -> RunResult:
         nonlocal done
-        async with semaphore:
+        async with media if scenario.transport == "webrtc" else contextlib.nullcontext(), semaphore:
             if on_start is not None:
                 on_start(scenario, client)
             result = await run_one(scenario, client, seed=seed, out_dir=out_dir, server_url=server_url)
@@ -431,4 +453,8 @@ async def run_matrix(
             on_done(result, line)
         return result
 
-    return list(await asyncio.gather(*(one(s, c) for s, c in pairs)))
+    # Longest first: the semaphore admits runs in the order they ask, so the long scenarios start at once
+    # and the short ones fill the gaps, rather than one long run starting last and finishing alone.
+    order = sorted(range(len(pairs)), key=lambda i: -pairs[i][0].duration)
+    tasks = {i: asyncio.ensure_future(one(*pairs[i])) for i in order}
+    return list(await asyncio.gather(*(tasks[i] for i in range(len(pairs)))))

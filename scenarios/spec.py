@@ -15,7 +15,7 @@ A scenario file (YAML) looks like::
       - {at: 0.5, say: "My name is Alice."}
       - {at: 6, say: "What is my name?", mode: audio}
     faults:                         # the timeline
-      - {at: 2.0, kind: drop}                                        # seconds after the client started
+      - {at: 2.0, kind: drop}                                        # seconds after the client first calls
       - {after: {event: response.created, nth: 2, delay: 0.3}, kind: close, params: {code: 1011}}
       - {at: 5, kind: toxic, params: {type: latency, attributes: {latency: 300, jitter: 50}, duration: 4}}
 

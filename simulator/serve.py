@@ -7,7 +7,7 @@ import asyncio
 import secrets
 import sys
 
-from .engine.state import EXPIRY_ENDINGS
+from .engine.state import EXPIRY_ENDINGS, FASTER_THAN_REAL_TIME, TRANSCRIPTION_DELAY
 from .protocol import RealtimeError
 from .server import PROFILES, ServerConfig, serve_forever
 
@@ -71,8 +71,24 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pacing",
         type=float,
-        default=1.0,
-        help="audio delivery speed: 1 = real time, 0 = as fast as possible",
+        default=FASTER_THAN_REAL_TIME,
+        help=f"seconds of delivery per second of audio: 1 = real time, 0 = as fast as possible (default "
+        f"{FASTER_THAN_REAL_TIME:g}: faster than real time, as the real service sends it)",
+    )
+    parser.add_argument(
+        "--transcription-delay",
+        type=_seconds_range,
+        default=TRANSCRIPTION_DELAY,
+        metavar="LOW,HIGH",
+        help="seconds from a commit to its input transcription, drawn (seeded) between the two "
+        f"(default {TRANSCRIPTION_DELAY[0]:g},{TRANSCRIPTION_DELAY[1]:g}; 0,0: at once)",
+    )
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="WebSocket ping interval, as the real service pings (default 20; 0: no pings)",
     )
     parser.add_argument("--script", metavar="FILE", help="scripted-model YAML (fixed replies, tool calls)")
     parser.add_argument("--chaos", metavar="PLAN", help="fault plan, e.g. drop@2%%:within=60")
@@ -97,6 +113,16 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH seconds, got {text!r}") from None
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected 0 <= LOW <= HIGH, got {text!r}")
+    return low, high
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=getattr(args, "host", "127.0.0.1"),
@@ -114,6 +140,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         models=args.models,
         context_window=args.context_window,
         pacing=args.pacing,
+        transcription_delay=args.transcription_delay,
+        ping_interval=args.ping_interval or None,
         script=args.script,
         chaos=args.chaos,
         idle_timeout=args.idle_timeout,

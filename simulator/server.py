@@ -32,6 +32,7 @@ from .admission import (
 from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
 from .engine import Limits
+from .engine.state import AUDIO_START_DELAY, FASTER_THAN_REAL_TIME, TRANSCRIPTION_DELAY
 from .faults import FaultState
 from .history import History
 from .looplag import LoopLagMonitor
@@ -91,7 +92,12 @@ class ServerConfig:
     record_dir: str | None = None
     expiry_ending: str | None = None  # None: the profile's (Azure: server_error; otherwise both)
     context_window: int = 32768
-    pacing: float = 1.0
+    pacing: float = FASTER_THAN_REAL_TIME  # 1.0: audio delivered in real time (WebRTC's RTP always is)
+    transcription_delay: tuple[float, float] = TRANSCRIPTION_DELAY  # seconds after a commit, seeded
+    audio_start_delay: float = AUDIO_START_DELAY  # content_part.added to the first audio delta
+    # The real service pings each WebSocket about every 20 s; None: no pings. A client that does not answer
+    # is not dropped for it (nothing shows the real service does that).
+    ping_interval: float | None = 20.0
     script: str | None = None
     idle_timeout: float | None = None  # streaming-session rule: close after this long without activity
     max_sessions_per_key: int | None = None  # concurrent-session limit; the refusal names the leaked sessions
@@ -134,6 +140,8 @@ class ServerConfig:
             response_latency=self.response_latency,
             expiry_ending=self.expiry_ending or self.profile_spec.expiry_ending,  # type: ignore[arg-type]
             pacing=self.pacing,
+            transcription_delay=self.transcription_delay,
+            audio_start_delay=self.audio_start_delay,
             idle_timeout=self.idle_timeout,
         )
 
@@ -339,6 +347,7 @@ class RealtimeServer:
             key_id=identity,
             history=self.history,
             seed=self.config.seed,
+            ping_interval=self.config.ping_interval,
         )
         self.carriers[session.id] = conn
         admission.attach_plans(request, conn)

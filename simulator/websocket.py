@@ -50,10 +50,12 @@ class WebSocketCarrier(Carrier):
         key_id: str,
         history: History,
         seed: int = 0,
+        ping_interval: float | None = None,
     ) -> None:
         super().__init__(session=session, conn_id=conn_id, key_id=key_id, history=history, seed=seed)
         self.request = request
         self.ws = ws
+        self.ping_interval = ping_interval
         self.close_sent: tuple[int, str] | None = None
         self.client_close: tuple[int, str] | None = None
         self.fault_ending: str | None = None
@@ -131,12 +133,28 @@ class WebSocketCarrier(Carrier):
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
 
+    async def _ping_every(self, interval: float) -> None:
+        """Ping as the real service does. A missing pong is not acted on: the real service is not known to
+        drop a client for it, and aiohttp's `heartbeat` would (and would end every half-open stall fault)."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.closed_by is not None or self.ws.closed:
+                return
+            if self.stalled:
+                continue  # a stalled server sends nothing at all
+            try:
+                await self.ws.ping()
+            except (ConnectionError, RuntimeError):
+                return
+
     # ---- the connection's life --------------------------------------------------------------------
 
     async def run(self) -> None:
         session = self.session
         session.start(self.loop.time())
         writer = asyncio.create_task(self.writer())
+        if self.ping_interval:
+            self.spawn(self._ping_every(self.ping_interval))
         self.pump()
         try:
             while True:

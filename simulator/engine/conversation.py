@@ -136,7 +136,11 @@ class Conversation:
         item = self.find(event["item_id"])
         content_index, end_ms = event["content_index"], event["audio_end_ms"]
         content = item.data.get("content") or []
-        if item.data.get("role") != "assistant" or not any(p.get("type") == "output_audio" for p in content):
+        # An assistant message whose audio has not started yet (declared by content_part.added, no delta
+        # so far) has no model output audio either: the real service refuses it the same way
+        # (livekit/agents#6157: a barge-in in that window, truncate at 0 ms).
+        has_audio = any(p.get("type") == "output_audio" for p in content) and item.audio_ms > 0
+        if item.data.get("role") != "assistant" or not has_audio:
             raise RealtimeError(
                 "Only model output audio messages can be truncated",
                 code="unsupported_content_type",

@@ -88,10 +88,18 @@ class ResponseRun:
     steps: Generator[float, None, None] | None = None
     next_due: float = 0.0
     truncated: bool = False  # the reply was cut at max_output_tokens: the response ends `incomplete`
+    cached_text_tokens: int = 0  # input tokens of the prompt prefix an earlier response already saw
+    cached_audio_tokens: int = 0
 
     @property
     def current(self) -> Output | None:
         return self.outputs[-1] if self.outputs else None
+
+    @property
+    def has_output(self) -> bool:
+        """Something was delivered: an audio message counts once its first audio is out."""
+        current = self.current
+        return current is not None and (current.kind != "audio" or current.audio_ms > 0)
 
 
 class Responder:
@@ -109,6 +117,9 @@ class Responder:
         self.assistant_audio_present = False  # the voice is fixed once the model has spoken
         self.pending_server_error: RealtimeError | None = None
         self.on_finished: Callable[[], None] = lambda: None  # called as each response ends, before its done
+        # The prompt prefix the last in-conversation response saw (instructions, then (item id, tokens)):
+        # what the next one finds cached.
+        self.seen_prompt: tuple[str, list[tuple[str, int]]] | None = None
 
     @property
     def active(self) -> ResponseRun | None:
@@ -130,14 +141,14 @@ class Responder:
                 except StopIteration:
                     run.steps = None
                     state.last_activity = now
-                    if self.pending_server_error is None or run.current is None:
+                    if self.pending_server_error is None or not run.has_output:
                         if run.truncated:
                             details = {"type": "incomplete", "reason": "max_output_tokens"}
                             self._finish(run, "incomplete", details)
                         else:
                             self._finish(run, "completed", None)
                         continue
-                if self.pending_server_error is not None and run.current is not None:
+                if self.pending_server_error is not None and run.has_output:
                     error, self.pending_server_error = self.pending_server_error, None
                     self.fail(run, error)
 
@@ -206,11 +217,30 @@ class Responder:
             created_at=now,
             metadata=params.get("metadata"),
         )
+        if in_conversation:
+            self._count_cached(run, instructions, visible)
         self.runs.append(run)
         self.state.emit({"type": "response.created", "response": self._response_object(run, "in_progress")})
         run.steps = self._deliver(run)
         run.next_due = now + self.state.limits.response_latency
         return run
+
+    def _count_cached(self, run: ResponseRun, instructions: str, visible: list[Item]) -> None:
+        """Prompt caching: the prefix of this prompt that the previous response's prompt began with (the
+        same instructions, then the same items unchanged) is billed as cached, so from the second turn on."""
+        prompt = [(item.id, item.tokens) for item in visible]
+        seen, self.seen_prompt = self.seen_prompt, (instructions, prompt)
+        if seen is None or seen[0] != instructions:
+            return
+        text = count_tokens(instructions)
+        audio_tokens_cached = 0
+        for (seen_id, seen_tokens), item in zip(seen[1], visible, strict=False):
+            if (seen_id, seen_tokens) != (item.id, item.tokens):
+                break
+            spoken = audio_tokens(item.audio_ms) if item.data.get("role") == "user" else 0
+            audio_tokens_cached += spoken
+            text += item.tokens - spoken
+        run.cached_text_tokens, run.cached_audio_tokens = text, audio_tokens_cached
 
     def cancel(self, reason: str, now: float) -> bool:
         """End the active in-conversation response as cancelled (client cancel or barge-in)."""
@@ -231,7 +261,7 @@ class Responder:
             "The server had an error while processing your request. Sorry about that!", type="server_error"
         )
         run = self.active or (self.runs[0] if self.runs else None)
-        if run is not None and run.current is not None:
+        if run is not None and run.has_output:
             self.fail(run, error)
         else:
             self.pending_server_error = error
@@ -316,11 +346,15 @@ class Responder:
             "input_tokens": run.input_tokens,
             "output_tokens": text_out + audio_out,
             "input_token_details": {
-                "cached_tokens": 0,
+                "cached_tokens": run.cached_text_tokens + run.cached_audio_tokens,
                 "text_tokens": run.input_tokens - input_audio,
                 "audio_tokens": input_audio,
                 "image_tokens": 0,
-                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+                "cached_tokens_details": {
+                    "text_tokens": run.cached_text_tokens,
+                    "audio_tokens": run.cached_audio_tokens,
+                    "image_tokens": 0,
+                },
             },
             "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
         }
@@ -390,6 +424,12 @@ class Responder:
                 emit({"type": "response.output_text.delta", **ids, "delta": piece})
             return
         self.assistant_audio_present = True
+        # The model declares the audio part, then its first audio comes a moment later (a truncate in
+        # between finds no audio to truncate).
+        if limits.audio_start_delay > 0:
+            due += limits.audio_start_delay
+            yield due
+        conversation_item = self.conversation.by_id.get(output.item["id"]) if run.in_conversation else None
         fmt = run.config["format"]["type"]
         bytes_per_ms = BYTES_PER_MS if fmt == "audio/pcm" else audio.G711_RATE // 1000
         chunk = limits.chunk_ms * bytes_per_ms
@@ -409,6 +449,8 @@ class Responder:
                 data = pcm[k * chunk : (k + 1) * chunk]
                 sent_bytes += len(data)
                 output.audio_ms = sent_bytes // bytes_per_ms
+                if conversation_item is not None:  # what a truncate may cut, while it is generated
+                    conversation_item.audio_ms = output.audio_ms
                 if self.audio_sink is not None:
                     self.audio_sink(run.id, output.item["id"], data)
                 else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -88,7 +89,13 @@ class Session:
         if initial_config:
             config = session_config.merge_ga(config, initial_config)
         self._state = SessionState(
-            ids=ids, model=model, limits=limits, dialect=dialect, config=config, now=now
+            ids=ids,
+            model=model,
+            limits=limits,
+            dialect=dialect,
+            config=config,
+            now=now,
+            rng=random.Random(self.id),  # the id is seeded: timing is reproducible wherever ids are
         )
         self._conversation = Conversation(self._state, ids.new("conv"))
         self._responder = Responder(self._state, self._conversation, audio_seed=audio_seed)
@@ -206,7 +213,9 @@ class Session:
         self.advance(now)
 
     def advance(self, now: float) -> None:
-        """Run everything due by `now`: paced response steps, then the session cap and the idle timeout."""
+        """Run everything due by `now`: timed work and paced response steps, then the session cap and the
+        idle timeout."""
+        self._state.run_timers(now)
         self._responder.run_due(now)
         if self._state.close_request is not None:
             return
@@ -219,6 +228,9 @@ class Session:
         if self._state.close_request is not None:
             return None
         due = [run.next_due for run in self._responder.runs if run.steps is not None]
+        timer = self._state.next_timer
+        if timer is not None:
+            due.append(timer)
         due.append(self.deadline)
         due.append(self._idle_deadline())
         return min(due)

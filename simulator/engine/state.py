@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,6 +19,16 @@ from ..protocol import IdFactory, RealtimeError
 ExpiryEnding = Literal["error", "close", "both", "server_error"]
 EXPIRY_ENDINGS: tuple[ExpiryEnding, ...] = ("error", "close", "both", "server_error")
 BYTES_PER_MS = audio.SAMPLE_RATE * 2 // 1000  # pcm16 mono at 24 kHz
+# The real service streams a reply's audio faster than it plays: clients buffer it and track playback
+# themselves (what truncate's `audio_end_ms` is for). rtsim's default: 4x real time, a 100 ms chunk every
+# 25 ms (docs/parity.md names the sources). `pacing` 1.0 is real-time delivery, 0 as fast as possible.
+FASTER_THAN_REAL_TIME = 0.25
+# Input transcription runs beside the response, arriving 0.5-1.4 s after the commit (captures), so often
+# after `response.created`.
+TRANSCRIPTION_DELAY = (0.5, 1.4)
+# The gap between a message's `content_part.added` and its first audio delta (captures show one; the window
+# in which a barge-in finds an assistant item with no audio, livekit/agents#6157).
+AUDIO_START_DELAY = 0.1
 
 
 @dataclass
@@ -26,7 +40,10 @@ class Limits:
     response_latency: float = 0.0
     expiry_ending: ExpiryEnding = "both"
     chunk_ms: int = 100
-    pacing: float = 1.0  # 1.0 = audio delivered in real time; 0 = as fast as possible
+    pacing: float = FASTER_THAN_REAL_TIME  # seconds of delivery per second of audio: 1.0 = real time
+    # Seconds from a commit to its transcription events, drawn (seeded) between the two; (0, 0): at once.
+    transcription_delay: tuple[float, float] = TRANSCRIPTION_DELAY
+    audio_start_delay: float = AUDIO_START_DELAY
     # Close the session after this long without client activity (streaming sessions); None = never.
     idle_timeout: float | None = None
     # Response steps one `advance` runs at most; the rest stay due, so an unpaced reply is produced in slices
@@ -46,8 +63,10 @@ class SessionState:
         dialect: Dialect,
         config: dict[str, Any],
         now: float,
+        rng: random.Random | None = None,
     ) -> None:
         self.ids = ids
+        self.rng = rng or random.Random(0)  # the session's seeded timing (transcription delays)
         self.model = model
         self.limits = limits
         self.dialect = dialect
@@ -55,6 +74,22 @@ class SessionState:
         self.outbox: list[dict[str, Any]] = []
         self.close_request: tuple[int, str] | None = None
         self.last_activity = now
+        # Engine work due later that is not a response step (a transcription finishing): (due, order, action)
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_order = itertools.count()
+
+    def later(self, due: float, action: Callable[[], None]) -> None:
+        """Run `action` once the session's time reaches `due` (events it emits go out then)."""
+        heapq.heappush(self._timers, (due, next(self._timer_order), action))
+
+    def run_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now and self.close_request is None:
+            heapq.heappop(timers)[2]()
+
+    @property
+    def next_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
 
     def emit(self, event: dict[str, Any]) -> None:
         """Queue a server event: stamped with an event id, rendered in the session's dialect."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import audio
+from ..model import count_tokens
 from ..protocol import RealtimeError
 from ..vad import VoiceActivityDetector
 from .conversation import Conversation, Item, audio_tokens
@@ -225,15 +226,27 @@ class InputTurns:
             "content": [{"type": "input_audio", "transcript": transcript}],
         }
         item = self.conversation.insert(Item(data, audio_tokens(audio_ms), audio_ms=audio_ms), previous)
-        if self.state.config["audio"]["input"]["transcription"] is not None:
-            self._transcribe(item_id, transcript, audio_ms)
+        transcription = self.state.config["audio"]["input"]["transcription"]
+        if transcription is not None:
+            # The transcription model runs beside the response: its events come a while after the commit.
+            fails, self.fail_next_transcription = self.fail_next_transcription, False
+            model = str(transcription.get("model") or "")
+            low, high = self.state.limits.transcription_delay
+            delay = self.state.rng.uniform(low, high) if high > 0 else 0.0
+            if delay <= 0:
+                self._transcribe(item_id, transcript, audio_ms, model, fails)
+            else:
+                self.state.later(
+                    now + delay, lambda: self._transcribe(item_id, transcript, audio_ms, model, fails)
+                )
         return item
 
-    def _transcribe(self, item_id: str, transcript: str | None, audio_ms: int) -> None:
+    def _transcribe(
+        self, item_id: str, transcript: str | None, audio_ms: int, model: str, fails: bool
+    ) -> None:
         """The transcription model's events for a user audio item (scripted text, or a stated placeholder)."""
         emit = self.state.emit
-        if self.fail_next_transcription:
-            self.fail_next_transcription = False
+        if fails:
             emit(
                 {
                     "type": "conversation.item.input_audio_transcription.failed",
@@ -264,6 +277,21 @@ class InputTurns:
                 "item_id": item_id,
                 "content_index": 0,
                 "transcript": text,
-                "usage": {"type": "duration", "seconds": round(audio_ms / 1000, 3)},
+                "usage": transcription_usage(model, text, audio_ms),
             }
         )
+
+
+def transcription_usage(model: str, text: str, audio_ms: int) -> dict[str, Any]:
+    """What a transcription is billed: tokens for the gpt-4o*-transcribe models, audio seconds for whisper-1
+    (the SDK's two `Usage` variants of `input_audio_transcription.completed`)."""
+    if model.startswith("gpt-4o") and "transcribe" in model:
+        audio_in, text_out = audio_tokens(audio_ms), count_tokens(text)
+        return {
+            "type": "tokens",
+            "input_tokens": audio_in,
+            "output_tokens": text_out,
+            "total_tokens": audio_in + text_out,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_in},
+        }
+    return {"type": "duration", "seconds": round(audio_ms / 1000, 3)}

@@ -191,7 +191,7 @@ def test_text_turn_gives_the_full_ga_audio_sequence_in_order() -> None:
 
 
 def test_audio_is_paced_in_real_time() -> None:
-    session = make_session(limits=Limits(pacing=1.0, response_latency=0.25))
+    session = make_session(limits=Limits(pacing=1.0, response_latency=0.25, audio_start_delay=0.0))
     session.drain()
     session.receive(user_text("Tell me something long enough to need many chunks of audio."), 0.0)
     session.receive({"type": "response.create"}, 0.0)

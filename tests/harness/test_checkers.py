@@ -343,6 +343,52 @@ def test_truncate_within_delivered_and_truncated_on_barge_in() -> None:
     assert "never truncated" in check("truncated_on_barge_in", barge_in(None)).reason
 
 
+def fast_reply_then_user_speaks(
+    speech_at: float, truncate_ms: int | None, truncate_at: float = 0.0
+) -> RunView:
+    """3 s of audio sent 4x faster than real time (a 100 ms delta every 25 ms from t=0.5), the response done
+    at 1.3 s, and the user's speech starting at `speech_at` while (or after) the tail plays."""
+    tl = Timeline()
+    sid, conn = tl.session(0.0)
+    for i in range(30):
+        tl.out(
+            0.5 + i * 0.025,
+            sid,
+            {"type": "response.output_audio.delta", "item_id": "item_a", "audio_bytes": 4800},
+        )
+    tl.out(1.3, sid, {"type": "response.done", "response": {"status": "completed", "status_details": None}})
+    tl.out(speech_at, sid, {"type": "input_audio_buffer.speech_started", "item_id": "item_u"})
+    if truncate_ms is not None:
+        tl.inbound(
+            truncate_at or speech_at + 0.05,
+            sid,
+            {"type": "conversation.item.truncate", "item_id": "item_a", "audio_end_ms": truncate_ms},
+        )
+    tl.close(5.0, sid, conn, 1000, "client")
+    return tl.view()
+
+
+def test_barge_in_is_judged_by_playback_position_not_arrival() -> None:
+    """The real service sends audio faster than real time (docs/parity.md), so at a barge-in the client has
+    received more than the user heard: audio_end_ms must be the playback position. All 3 s had arrived by
+    1.25 s; at 2.0 s the listener had heard 1.5 s."""
+    played = check("truncated_on_barge_in", fast_reply_then_user_speaks(2.0, 1500))
+    assert played.ok, played.reason
+    assert played.figures == {"barge_ins": 1}
+    arrival = check("truncated_on_barge_in", fast_reply_then_user_speaks(2.0, 3000))
+    assert not arrival.ok
+    assert "playback position" in arrival.reason and "1500 ms" in arrival.reason
+    # A barge-in after response.done (the tail still playing) still needs a truncate.
+    never = check("truncated_on_barge_in", fast_reply_then_user_speaks(2.0, None))
+    assert not never.ok and "never truncated" in never.reason
+    # Speech after the audio has finished playing interrupts nothing.
+    after = check("truncated_on_barge_in", fast_reply_then_user_speaks(4.0, None))
+    assert not after.ok and "no barge-in happened" in after.reason
+    # Truncating later than the barge-in is judged against what had played by the truncate, within tolerance.
+    late = check("truncated_on_barge_in", fast_reply_then_user_speaks(2.0, 1700, truncate_at=2.2))
+    assert late.ok, late.reason
+
+
 def test_no_leaked_sessions() -> None:
     assert check("no_leaked_sessions", reconnecting_run(gap=0.4, restore=True).view()).ok
     tl = Timeline()
