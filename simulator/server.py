@@ -160,6 +160,10 @@ class RealtimeServer:
             app.router.add_get("/openai/v1/realtime", self.realtime_websocket)
         app.router.add_post("/v1/realtime/calls", self.create_call)
         app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self.hangup_call)
+        # The call's own resource (its `Location`) takes no request: the real calls API has no PATCH for a
+        # WHIP-style ICE restart, nor a DELETE; both are unknown URLs there (see docs/parity.md).
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            app.router.add_route(method, "/v1/realtime/calls/{call_id}", unknown_url)
         return app
 
     @property
@@ -479,6 +483,16 @@ class RealtimeServer:
         )
         session["client_secret"] = {"value": value, "expires_at": token.expires_at}
         return web.json_response(session)
+
+
+async def unknown_url(request: web.Request) -> web.Response:
+    """A route the real API does not have: its 404 JSON body (`unknown_url`, as public error reports show)."""
+    return json_error(
+        404,
+        f"Unknown request URL: {request.method} {request.path}. Please check the URL for typos, or see the "
+        "docs at https://platform.openai.com/docs/api-reference/.",
+        code="unknown_url",
+    )
 
 
 def _public_config(config: ServerConfig) -> dict[str, Any]:
