@@ -19,7 +19,8 @@ from aiortc import sdp as aiortc_sdp
 
 from ..admission import Admitted, Refusal
 from ..protocol import RealtimeError, loads_strict
-from .call import Call, Sideband
+from ..sideband import Sideband
+from .call import Call
 from .net import is_loopback_host
 
 if TYPE_CHECKING:
