@@ -22,6 +22,7 @@ from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from rtsim.simulator.protocol import SIP_EVENT_TYPES
 from rtsim.simulator.server import DEFAULT_WEBHOOK_SECRET, RealtimeServer
 from tests.support.engine import validate_ga
 
@@ -164,6 +165,7 @@ async def test_an_incoming_call_is_accepted_and_its_session_joined_over_websocke
         second = await next_of(ws, "input_audio_buffer.dtmf_event_received", seen)
         assert (first["event"], second["event"]) == ("4", "#")
         assert isinstance(first["received_at"], int) and first["received_at"] > 1_700_000_000
+        assert {e["type"] for e in seen} >= SIP_EVENT_TYPES  # every SIP-only kind, each validated below
         for server_event in seen:
             validate_ga(server_event)
 
