@@ -9,8 +9,9 @@ webhook tells the application, and the calls API answers it.
 
 A call not (or no longer) open to the request's key is the 404 `call_id_not_found` every calls route answers.
 There is no SIP trunk: the call is rung from the control API (`POST /_rtsim/sip/calls`, see
-`simulator/control/routes.py`), which also plays the caller — keypad presses (DTMF, sent to the session as
-`input_audio_buffer.dtmf_event_received`) and hanging up. The model's audio goes to the SIP leg, so it is
+`simulator/control/routes.py`), which also plays the caller — speech (down the line in 20 ms frames,
+silence between), keypad presses (DTMF, sent to the session as `input_audio_buffer.dtmf_event_received`)
+and hanging up. The model's audio goes to the SIP leg, so it is
 played out (its duration counted), not sent as events; the sideband gets every other event.
 
 The webhook is signed as the Standard Webhooks spec says (the `standardwebhooks` library), which is what
@@ -31,6 +32,7 @@ import aiohttp
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from . import audio
 from .admission import Admitted, Refusal
 from .engine import Session
 from .protocol import IdFactory, RealtimeError, loads_strict
@@ -48,6 +50,8 @@ REFER_SCHEMES = ("tel:", "sip:", "sips:")
 # Live API's reject states 300-699).
 REJECT_BODY = Obj({"status_code": Int(300, 699)})
 REFER_BODY = Obj({"target_uri": Str()}, required=("target_uri",))
+RTP_FRAME_MS = 20  # the SIP leg's packetization: the caller's audio reaches the session 20 ms at a time
+RTP_FRAME_BYTES = audio.SAMPLE_RATE * 2 * RTP_FRAME_MS // 1000
 
 
 @dataclass
@@ -100,12 +104,34 @@ class SipCall(JoinableCall):
         self.incoming = incoming
         self.unsent: list[dict[str, Any]] = []  # produced before any sideband joined
         self.played_ms = 0.0  # the model's audio sent down the SIP leg
+        self.caller_speech = bytearray()  # what the caller is still to say (pcm16 24 kHz)
         session.audio_sink = self._model_audio
 
     def begin(self) -> None:
         self.session.start(self.loop.time())
         self.spawn(self.writer())
+        self.spawn(self._caller_line())
         self.pump()
+
+    async def _caller_line(self) -> None:
+        """The SIP leg's inbound media: every 20 ms the next 20 ms of the caller's voice, silence when they
+        say nothing (a phone line never goes quiet on the wire), into the session and its server VAD."""
+        silence = bytes(RTP_FRAME_BYTES)
+        started, frames = self.loop.time(), 0
+        while True:
+            frames += 1
+            await asyncio.sleep(max(0.0, started + frames * RTP_FRAME_MS / 1000 - self.loop.time()))
+            frame = bytes(self.caller_speech[:RTP_FRAME_BYTES])
+            del self.caller_speech[:RTP_FRAME_BYTES]
+            self.session.append_audio(
+                frame.ljust(RTP_FRAME_BYTES, b"\0") if frame else silence, self.loop.time()
+            )
+            self.pump()
+
+    def say(self, pcm16: bytes) -> float:
+        """The caller speaks (pcm16 24 kHz): it goes down the line after what they are already saying."""
+        self.caller_speech.extend(pcm16)
+        return len(self.caller_speech) / (audio.SAMPLE_RATE * 2)
 
     def _model_audio(self, response_id: str, item_id: str, chunk: bytes) -> None:
         run = next((r for r in self.session.responses if r.id == response_id), None)
@@ -415,6 +441,11 @@ class SipEndpoint:
                 param="keys",
             )
         self.live(call_id).dtmf(keys)
+
+    def say(self, call_id: str, text: str) -> float:
+        """The caller says `text` (synthesized speech); returns the seconds of speech now queued."""
+        call = self.live(call_id)
+        return call.say(audio.speech_for_text(text, seed=self.server.config.seed))
 
     async def caller_hangs_up(self, call_id: str) -> None:
         await self.live(call_id).close(reason="caller_hangup", by="caller")

@@ -12,6 +12,7 @@
                                           and its signed `realtime.call.incoming` webhook is delivered
     GET    /_rtsim/sip/calls              every SIP call and its state (ringing, accepted, rejected, ...)
     POST   /_rtsim/sip/calls/{id}/dtmf    {keys}: the caller presses keypad keys (dtmf_event_received)
+    POST   /_rtsim/sip/calls/{id}/say     {text}: the caller speaks (down the line, to the server VAD)
     POST   /_rtsim/sip/calls/{id}/hangup  the caller hangs up
 
 `target` is `{"session": ID}`, `{"key": API_KEY}` / `{"key_id": ID}` (every live session of that key), or

@@ -36,6 +36,7 @@ SIP_RING_REQUEST = Obj(
     required=("webhook_url",),
 )
 DTMF_REQUEST = Obj({"keys": Str()}, required=("keys",))
+SAY_REQUEST = Obj({"text": Str(max_length=2000)}, required=("text",))
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -245,6 +246,16 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
             return bad_request(404 if exc.code == "session_not_found" else 400, exc.message, exc.param)
         return web.json_response({"call_id": request.match_info["call_id"], "keys": keys})
 
+    async def sip_say(request: web.Request) -> web.Response:
+        try:
+            text = check(SAY_REQUEST, await read_json(request, {}), "")["text"]
+            queued = server.sip.say(request.match_info["call_id"], text)
+        except ValueError:
+            return bad_request(400, "The request body is not valid JSON.")
+        except RealtimeError as exc:
+            return bad_request(404 if exc.code == "session_not_found" else 400, exc.message, exc.param)
+        return web.json_response({"call_id": request.match_info["call_id"], "queued_s": round(queued, 3)})
+
     async def sip_caller_hangup(request: web.Request) -> web.Response:
         try:
             await server.sip.caller_hangs_up(request.match_info["call_id"])
@@ -264,4 +275,5 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         app.router.add_post(f"{PREFIX}/sip/calls", guarded(sip_ring))
         app.router.add_get(f"{PREFIX}/sip/calls", guarded(sip_calls))
         app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/dtmf", guarded(sip_dtmf))
+        app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/say", guarded(sip_say))
         app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/hangup", guarded(sip_caller_hangup))

@@ -302,3 +302,54 @@ async def calls(server: RealtimeServer) -> list[dict[str, Any]]:
         http.get(f"http://127.0.0.1:{server.port}/_rtsim/sip/calls") as response,
     ):
         return (await response.json())["calls"]
+
+
+async def test_the_callers_voice_reaches_the_server_vad_and_gets_a_reply(
+    server: RealtimeServer, client: openai.AsyncOpenAI, receiver: WebhookReceiver
+) -> None:
+    _, rung = await ring(server, webhook_url=receiver.url)
+    call_id = rung["call_id"]
+    await client.realtime.calls.accept(call_id, type="realtime")  # server VAD, as the default session has
+    async with sideband(server, call_id) as ws:
+        seen: list[dict[str, Any]] = []
+        await next_of(ws, "session.created", seen)
+        async with (
+            ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{server.port}/_rtsim/sip/calls/{call_id}/say",
+                json={"text": "I would like to book a table for two."},
+            ) as said,
+        ):
+            assert said.status == 200 and (await said.json())["queued_s"] > 1
+        started = await next_of(ws, "input_audio_buffer.speech_started", seen)
+        stopped = await next_of(ws, "input_audio_buffer.speech_stopped", seen)
+        assert stopped["audio_end_ms"] - started["audio_start_ms"] > 1000
+        done = await next_of(ws, "response.done", seen)  # create_response: the model answers the turn
+        assert done["response"]["status"] == "completed"
+        for event in seen:
+            validate_ga(event)
+
+
+async def test_rtsim_serve_signs_with_the_secret_it_is_given(
+    serve_process: Callable[..., Any], receiver: WebhookReceiver
+) -> None:
+    """The real process: `rtsim serve --webhook-secret`; the SDK verifies what it sends with that secret and
+    answers the call through the process's calls API."""
+    secret = "whsec_dGhlLWFwcGxpY2F0aW9ucy1vd24tc2VjcmV0"
+    _, base_url = await asyncio.to_thread(serve_process, "--webhook-secret", secret)
+    async with openai.AsyncOpenAI(api_key=KEY, base_url=base_url, webhook_secret=secret) as sdk:
+        receiver.client = sdk
+
+        async def reject(event: RealtimeCallIncomingWebhookEvent) -> None:
+            await sdk.realtime.calls.reject(event.data.call_id, status_code=486)
+
+        receiver.on_call = reject
+        async with (
+            ClientSession() as http,
+            http.post(
+                f"{base_url[: -len('/v1')]}/_rtsim/sip/calls", json={"webhook_url": receiver.url}
+            ) as rung,
+        ):
+            outcome = await rung.json()
+        assert outcome["webhook"]["status"] == 200 and outcome["state"] == "rejected"
+        assert receiver.events[0].data.call_id == outcome["call_id"] and not receiver.refusals
