@@ -105,6 +105,7 @@ class SipCall(JoinableCall):
         self.unsent: list[dict[str, Any]] = []  # produced before any sideband joined
         self.played_ms = 0.0  # the model's audio sent down the SIP leg
         self.caller_speech = bytearray()  # what the caller is still to say (pcm16 24 kHz)
+        self._closing = False
         session.audio_sink = self._model_audio
 
     def begin(self) -> None:
@@ -167,6 +168,9 @@ class SipCall(JoinableCall):
         self.pump()
 
     def _on_close_request(self) -> None:
+        if self._closing:
+            return  # every pump after the request lands here; end once
+        self._closing = True
         code, reason = self.session.close_request or (1000, "")
         self.spawn(self._end_after_flush(reason or "session ended", code))
 
