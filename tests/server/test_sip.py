@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -353,3 +355,43 @@ async def test_rtsim_serve_signs_with_the_secret_it_is_given(
             outcome = await rung.json()
         assert outcome["webhook"]["status"] == 200 and outcome["state"] == "rejected"
         assert receiver.events[0].data.call_id == outcome["call_id"] and not receiver.refusals
+        # The same from the command line: `rtsim sip ring`, then `rtsim sip list`.
+        ring_cli = await rtsim(
+            "sip", "ring", "--server", base_url, "--webhook-url", receiver.url, "--header", "X-A=1"
+        )
+        assert ring_cli.returncode == 0, ring_cli.stderr
+        call_id, state, *_ = ring_cli.stdout.split()
+        assert state == "rejected" and ring_cli.stdout.rstrip().endswith("→ 200")
+        assert [(h.name, h.value) for h in receiver.events[-1].data.sip_headers] == [("X-A", "1")]
+        listing = await rtsim("sip", "list", "--server", base_url)
+        assert f"{call_id}  rejected" in listing.stdout
+        refused = await rtsim("sip", "dtmf", call_id, "1", "--server", base_url)
+        assert refused.returncode == 1 and "404" in refused.stderr  # a rejected call has no line to press on
+
+
+async def rtsim(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "rtsim.simulator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_the_session_cap_ends_a_sip_call(
+    server_factory: Callable[..., Any], receiver: WebhookReceiver
+) -> None:
+    server = await server_factory(pacing=0.0, max_session=1.0)
+    _, rung = await ring(server, webhook_url=receiver.url)
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as sdk:
+        await sdk.realtime.calls.accept(rung["call_id"], type="realtime")
+    async with sideband(server, rung["call_id"]) as ws:
+        expired = await next_of(ws, "error")
+        assert expired["error"]["code"] == "session_expired"
+        with pytest.raises(Exception):  # noqa: B017 - the call is over: the socket closes
+            await next_of(ws, "never")
+    (close,) = [r for r in server.history.select(kind="close") if r.get("transport") == "sip"]
+    assert close["by"] == "server" and close["code"] == 1001
+    assert {c["call_id"]: c for c in await calls(server)}[rung["call_id"]]["state"] == "ended"
+    assert not server.live_carriers()
