@@ -395,3 +395,39 @@ async def test_the_session_cap_ends_a_sip_call(
     assert close["by"] == "server" and close["code"] == 1001
     assert {c["call_id"]: c for c in await calls(server)}[rung["call_id"]]["state"] == "ended"
     assert not server.live_carriers()
+
+
+async def test_keypad_presses_scripted_as_a_fault_at_an_event(
+    server: RealtimeServer, client: openai.AsyncOpenAI, receiver: WebhookReceiver
+) -> None:
+    _, rung = await ring(server, webhook_url=receiver.url)
+    await client.realtime.calls.accept(rung["call_id"], type="realtime", output_modalities=["text"])
+    async with sideband(server, rung["call_id"]) as ws:
+        session_id = (await next_of(ws, "session.created"))["session"]["id"]
+        fault = {
+            "kind": "dtmf",
+            "params": {"keys": "7*"},
+            "target": {"session": session_id},
+            "when": {"at_event": {"type": "response.done", "nth": 1}},
+        }
+        async with (
+            ClientSession() as http,
+            http.post(f"http://127.0.0.1:{server.port}/_rtsim/faults", json=fault) as scheduled,
+        ):
+            assert scheduled.status == 201
+        await ws.send(json.dumps({"type": "response.create"}))
+        seen: list[dict[str, Any]] = []
+        await next_of(ws, "input_audio_buffer.dtmf_event_received", seen)
+        kinds = [e["type"] for e in seen]
+        assert kinds.index("response.done") < kinds.index("input_audio_buffer.dtmf_event_received")
+        assert (await next_of(ws, "input_audio_buffer.dtmf_event_received"))["event"] == "*"
+        # The engine's faults reach SIP sessions as any other: a benign error arrives on the socket.
+        async with (
+            ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{server.port}/_rtsim/faults",
+                json={"kind": "benign-error", "target": {"session": session_id}},
+            ) as applied,
+        ):
+            assert applied.status == 200
+        validate_ga(await next_of(ws, "error"))
