@@ -142,6 +142,26 @@ async def test_an_invalid_session_part_is_the_session_update_error_as_a_400(
     await probe.close()
 
 
+async def test_a_session_part_error_is_the_real_400_body(server: RealtimeServer) -> None:
+    """The real service's 400 for a beta-style format in a REST session config (openai-go#502, captured from
+    `POST /v1/realtime/client_secrets`): the same body for the call's session part."""
+    probe, sdp = await offer(server)
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.realtime.calls.create(
+                sdp=sdp,
+                session={"type": "realtime", "audio": {"input": {"format": "pcm16"}}},  # type: ignore[typeddict-item]
+            )
+    assert info.value.body == {
+        "message": "Invalid type for 'session.audio.input.format': expected an object, but got a string "
+        "instead.",
+        "type": "invalid_request_error",
+        "param": "session.audio.input.format",
+        "code": "invalid_type",
+    }
+    await probe.close()
+
+
 async def test_a_nan_threshold_is_refused_not_answered(server: RealtimeServer) -> None:
     """Python's json.dumps writes NaN as a bare `NaN` (the SDK refuses to encode it; a hand-built form does
     not): that part is not JSON, and the call is refused with a JSON 400 instead of the 201 it once got."""
