@@ -13,10 +13,23 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .admission import Refusal
 from .carrier import Carrier
 from .engine import Session
 from .history import History
 from .protocol import encode
+
+
+def call_not_found() -> Refusal:
+    """What every calls route (hangup, accept, reject, refer, the sideband) answers for a call the key cannot
+    act on: gone, never there, or another key's — which is not even named."""
+    return Refusal(
+        404,
+        "call_id_not_found",
+        "No session found for the provided call_id",
+        code="call_id_not_found",
+        param="",
+    )
 
 
 class JoinableCall(Carrier):

@@ -37,7 +37,7 @@ from .admission import Admitted, Refusal
 from .engine import Session
 from .protocol import IdFactory, RealtimeError, loads_strict
 from .schema import Int, Obj, Str, check
-from .sideband import JoinableCall, Sideband
+from .sideband import JoinableCall, Sideband, call_not_found
 
 if TYPE_CHECKING:
     from .server import RealtimeServer
@@ -206,17 +206,6 @@ class SipCall(JoinableCall):
         await self.done.wait()
 
 
-def not_found() -> Refusal:
-    """What every calls route answers for a call the key cannot act on (the WebRTC routes' 404)."""
-    return Refusal(
-        404,
-        "call_id_not_found",
-        "No session found for the provided call_id",
-        code="call_id_not_found",
-        param="",
-    )
-
-
 class SipEndpoint:
     """The server's SIP side: rung calls, their webhooks, and the calls API routes that answer them."""
 
@@ -304,9 +293,9 @@ class SipEndpoint:
     def _find(self, call_id: str, admitted: Admitted, *states: str) -> IncomingCall:
         incoming = self.incoming.get(call_id)
         if incoming is None or incoming.state not in states:
-            raise not_found()
+            raise call_not_found()
         if incoming.key_id is not None and incoming.key_id != admitted.key_id:
-            raise not_found()  # another project's call is not even named
+            raise call_not_found()  # another project's call is not even named
         return incoming
 
     async def _route(self, request: web.Request, action: Any) -> web.Response:
@@ -359,6 +348,8 @@ class SipEndpoint:
     ) -> None:
         incoming = self._find(call_id, admitted, "ringing")
         admission = self.server.admission
+        # A new session: the per-key session limit and `reject-connects` apply as to sockets and WebRTC calls.
+        admitted = admission.admit(request)
         conn_id = admission.new_conn_id()
         # The body is the session config, validated as `session.update` is (raises RealtimeError).
         session = admission.new_session(
@@ -371,6 +362,10 @@ class SipEndpoint:
         self.server.history.record("sip", call_id=call_id, event="accepted", session=session.id)
         admission.attach_plans(request, carrier)
         carrier.begin()
+        if admitted.close_code is not None:  # accepted, then ended at once (`reject-connects close_code`)
+            carrier.end(
+                admitted.close_reason or "fault:reject-connects", by="server", code=admitted.close_code
+            )
 
     async def _reject(
         self, call_id: str, admitted: Admitted, body: dict[str, Any], request: web.Request

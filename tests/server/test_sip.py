@@ -431,3 +431,21 @@ async def test_keypad_presses_scripted_as_a_fault_at_an_event(
         ):
             assert applied.status == 200
         validate_ga(await next_of(ws, "error"))
+
+
+async def test_accepting_counts_against_the_per_key_session_limit(
+    server_factory: Callable[..., Any], receiver: WebhookReceiver
+) -> None:
+    server = await server_factory(pacing=0.0, max_sessions_per_key=1)
+    _, first = await ring(server, webhook_url=receiver.url)
+    _, second = await ring(server, webhook_url=receiver.url)
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as sdk:
+        await sdk.realtime.calls.accept(first["call_id"], type="realtime")
+        with pytest.raises(openai.RateLimitError) as info:
+            await sdk.realtime.calls.accept(second["call_id"], type="realtime")
+        assert isinstance(info.value.body, dict) and info.value.body["code"] == "concurrent_session_limit"
+        # The refused call still rings: once the first is over, it can be answered.
+        await sdk.realtime.calls.hangup(first["call_id"])
+        await sdk.realtime.calls.accept(second["call_id"], type="realtime")
+    states = {c["call_id"]: c["state"] for c in await calls(server)}
+    assert (states[first["call_id"]], states[second["call_id"]]) == ("ended", "accepted")
