@@ -50,6 +50,9 @@ REFER_SCHEMES = ("tel:", "sip:", "sips:")
 # Live API's reject states 300-699).
 REJECT_BODY = Obj({"status_code": Int(300, 699)})
 REFER_BODY = Obj({"target_uri": Str()}, required=("target_uri",))
+# Calls kept for the calls API and `GET /_rtsim/sip/calls`: the live ones, and this many finished ones at
+# most (the oldest go first), so ringing calls for days stays within bounded memory.
+MAX_FINISHED_CALLS = 10_000
 RTP_FRAME_MS = 20  # the SIP leg's packetization: the caller's audio reaches the session 20 ms at a time
 RTP_FRAME_BYTES = audio.SAMPLE_RATE * 2 * RTP_FRAME_MS // 1000
 
@@ -241,6 +244,7 @@ class SipEndpoint:
             created_at=int(time.time()),
         )
         self.incoming[call_id] = incoming
+        self._forget_finished()
         self.server.history.record("sip", call_id=call_id, event="ringing", key_id=key_id)
         if config.sip_ring_timeout:
             asyncio.get_running_loop().call_later(config.sip_ring_timeout, self._missed, incoming)
@@ -282,6 +286,11 @@ class SipEndpoint:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
         return outcome
+
+    def _forget_finished(self) -> None:
+        finished = [c.id for c in self.incoming.values() if c.state in ("rejected", "missed", "ended")]
+        for call_id in finished[: max(0, len(finished) - MAX_FINISHED_CALLS)]:
+            del self.incoming[call_id]  # insertion order: the oldest first
 
     def _missed(self, incoming: IncomingCall) -> None:
         if incoming.state == "ringing":

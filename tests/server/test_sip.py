@@ -449,3 +449,24 @@ async def test_accepting_counts_against_the_per_key_session_limit(
         await sdk.realtime.calls.accept(second["call_id"], type="realtime")
     states = {c["call_id"]: c["state"] for c in await calls(server)}
     assert (states[first["call_id"]], states[second["call_id"]]) == ("ended", "accepted")
+
+
+async def test_finished_calls_are_forgotten_beyond_a_bound(
+    server: RealtimeServer,
+    client: openai.AsyncOpenAI,
+    receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rtsim.simulator import sip
+
+    monkeypatch.setattr(sip, "MAX_FINISHED_CALLS", 2)
+    rejected = []
+    for _ in range(4):
+        _, rung = await ring(server, webhook_url=receiver.url)
+        await client.realtime.calls.reject(rung["call_id"])
+        rejected.append(rung["call_id"])
+    _, ringing = await ring(server, webhook_url=receiver.url)
+    # The two oldest finished calls are gone; the newer ones and the ringing call stay.
+    assert [c["call_id"] for c in await calls(server)] == [*rejected[2:], ringing["call_id"]]
+    with pytest.raises(openai.NotFoundError):
+        await client.realtime.calls.reject(rejected[0])
