@@ -66,9 +66,12 @@ SERVER_EVENT_TYPES = frozenset(
     }
 )
 
-# Events only a transport emits (WebRTC's output audio buffer); validated by that transport's tests.
-TRANSPORT_EVENT_TYPES = frozenset(
-    {"output_audio_buffer.started", "output_audio_buffer.stopped", "output_audio_buffer.cleared"}
+# Events only a transport emits (WebRTC's output audio buffer, SIP's keypad presses); validated by that
+# transport's tests.
+SIP_EVENT_TYPES = frozenset({"input_audio_buffer.dtmf_event_received"})
+TRANSPORT_EVENT_TYPES = (
+    frozenset({"output_audio_buffer.started", "output_audio_buffer.stopped", "output_audio_buffer.cleared"})
+    | SIP_EVENT_TYPES
 )
 
 # The real service caps one client event at 15 MiB of audio; a frame a little larger than that is the

@@ -9,7 +9,7 @@ import sys
 
 from .engine.state import EXPIRY_ENDINGS, FASTER_THAN_REAL_TIME, TRANSCRIPTION_DELAY
 from .protocol import RealtimeError
-from .server import PROFILES, ServerConfig, serve_forever
+from .server import DEFAULT_WEBHOOK_SECRET, PROFILES, ServerConfig, serve_forever
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +100,26 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="end an answered WebRTC call whose ICE/DTLS has not connected by then (default 10; 0: never)",
     )
     parser.add_argument(
+        "--webhook-secret",
+        metavar="SECRET",
+        help="the secret SIP `realtime.call.incoming` webhooks are signed with, as your webhook endpoint's "
+        f"client verifies them (default: the test secret {DEFAULT_WEBHOOK_SECRET})",
+    )
+    parser.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long one webhook delivery may take (default 10)",
+    )
+    parser.add_argument(
+        "--sip-ring-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a SIP call nobody accepts or rejects by then is missed (default 60; 0: rings forever)",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         metavar="SECONDS",
@@ -149,6 +169,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         admin_token=getattr(args, "admin_token", None),
         history_limit=getattr(args, "history_limit", None),
         webrtc_setup_timeout=getattr(args, "webrtc_setup_timeout", 10.0) or None,
+        webhook_secret=getattr(args, "webhook_secret", None) or DEFAULT_WEBHOOK_SECRET,
+        webhook_timeout=getattr(args, "webhook_timeout", 10.0),
+        sip_ring_timeout=getattr(args, "sip_ring_timeout", 60.0) or None,
     )
 
 

@@ -39,6 +39,7 @@ from .looplag import LoopLagMonitor
 from .model import Script
 from .protocol import IdFactory, RealtimeError, encode, loads_strict
 from .schema import Enum, Int, Obj, check
+from .sip import SipEndpoint
 from .tokens import Token, TokenAuthority, key_id
 from .websocket import WebSocketCarrier
 
@@ -58,6 +59,8 @@ BETA_SHAPE_DISABLED = (
     "(or the 'openai-beta.realtime-v1' subprotocol) and use the GA interface.",
 )
 BETA_SHAPE_CLOSE = (4000, "invalid_request_error.beta_api_shape_disabled")
+# base64 of "rtsim-simulated-webhook-secret"; real deployments set their own with --webhook-secret
+DEFAULT_WEBHOOK_SECRET = "whsec_cnRzaW0tc2ltdWxhdGVkLXdlYmhvb2stc2VjcmV0"
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,11 @@ class ServerConfig:
             return IdFactory.seeded(self.seed, self.id_secret, conn_id)
         return IdFactory.seeded(self.seed, conn_id)
     webrtc_setup_timeout: float | None = 10.0  # answered calls whose ICE/DTLS never connect end after this
+    # SIP: the secret `realtime.call.incoming` webhooks are signed with (Standard Webhooks; `whsec_` + base64,
+    # as the platform issues them), how long one delivery may take, and how long a call rings unanswered.
+    webhook_secret: str = DEFAULT_WEBHOOK_SECRET
+    webhook_timeout: float = 10.0
+    sip_ring_timeout: float | None = 60.0
 
     def allowed_models(self) -> frozenset[str] | None:
         """The model names sessions may use, or None for any."""
@@ -162,6 +170,7 @@ class RealtimeServer:
         self.carriers: dict[str, Carrier] = {}  # session id → its carrier, over either transport
         self.faults = FaultState()
         self._webrtc: WebRTCEndpoint | None = None  # made on first use: aiortc loads only for WebRTC
+        self.sip = SipEndpoint(self)
         self.admission = Admission(self)
         self.control: control.ControlPlane | None = None  # set by control.install
         self.chaos = plan.parse(self.config.chaos) if self.config.chaos else None
@@ -189,6 +198,13 @@ class RealtimeServer:
             app.router.add_get("/openai/v1/realtime", self.realtime_websocket)
         app.router.add_post("/v1/realtime/calls", self.create_call)
         app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self.hangup_call)
+        app.router.add_post("/v1/realtime/calls/{call_id}/accept", self.sip.accept)
+        app.router.add_post("/v1/realtime/calls/{call_id}/reject", self.sip.reject)
+        app.router.add_post("/v1/realtime/calls/{call_id}/refer", self.sip.refer)
+        # The call's own resource (its `Location`) takes no request: the real calls API has no PATCH for a
+        # WHIP-style ICE restart, nor a DELETE; both are unknown URLs there (see docs/parity.md).
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            app.router.add_route(method, "/v1/realtime/calls/{call_id}", unknown_url)
         return app
 
     @property
@@ -213,6 +229,8 @@ class RealtimeServer:
         return await self.webrtc.create_call(request)
 
     async def hangup_call(self, request: web.Request) -> web.StreamResponse:
+        if self.sip.owns(request.match_info["call_id"]):
+            return await self.sip.hangup(request)
         return await self.webrtc.hangup(request)
 
     async def start(self) -> str:
@@ -240,6 +258,7 @@ class RealtimeServer:
             await conn.shut_down(code, reason)
         if live:
             await asyncio.wait([asyncio.create_task(c.done.wait()) for c in live], timeout=5)
+        await self.sip.stop()
         if self.runner is not None:
             await self.runner.cleanup()
         await self.loop_lag.stop()
@@ -274,6 +293,8 @@ class RealtimeServer:
 
     async def realtime_websocket(self, request: web.Request) -> web.StreamResponse:
         if "call_id" in request.query:
+            if self.sip.owns(request.query["call_id"]):
+                return await self.sip.sideband(request)
             return await self.webrtc.sideband(request)
         admission = self.admission
         conn_id = admission.new_conn_id()
@@ -524,11 +545,22 @@ class RealtimeServer:
         return web.json_response(session)
 
 
+async def unknown_url(request: web.Request) -> web.Response:
+    """A route the real API does not have: its 404 JSON body (`unknown_url`, as public error reports show)."""
+    return json_error(
+        404,
+        f"Unknown request URL: {request.method} {request.path}. Please check the URL for typos, or see the "
+        "docs at https://platform.openai.com/docs/api-reference/.",
+        code="unknown_url",
+    )
+
+
 def _public_config(config: ServerConfig) -> dict[str, Any]:
     public = dict(config.__dict__)
     public["api_keys"] = [key_id(k) for k in config.api_keys]
     public["admin_token"] = "<set>" if config.admin_token else None  # a secret: never in a record
     public["id_secret"] = "<set>" if config.id_secret else None
+    public["webhook_secret"] = "<set>"
     return public
 
 

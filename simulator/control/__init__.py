@@ -8,6 +8,12 @@
     GET    /_rtsim/history                ?session=&key_id=&kind=&since= (JSON Lines)
     GET    /_rtsim/summary                per client identity: its connections and the gaps between them
     POST   /v1/streaming.keep_alive       {session_id}: the streaming keep-alive, with the session's key
+    POST   /_rtsim/sip/calls              {webhook_url, sip_headers?, key?, webhook_secret?}: a SIP call rings
+                                          and its signed `realtime.call.incoming` webhook is delivered
+    GET    /_rtsim/sip/calls              every SIP call and its state (ringing, accepted, rejected, ...)
+    POST   /_rtsim/sip/calls/{id}/dtmf    {keys}: the caller presses keypad keys (dtmf_event_received)
+    POST   /_rtsim/sip/calls/{id}/say     {text}: the caller speaks (down the line, to the server VAD)
+    POST   /_rtsim/sip/calls/{id}/hangup  the caller hangs up
 
 `target` is `{"session": ID}`, `{"key": API_KEY}` / `{"key_id": ID}` (every live session of that key), or
 `{}` (every live session). `when` is `{"after_ms": N}` or `{"at_event": {"type": T, "nth": N}}` (right after

@@ -123,6 +123,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fault.add_argument("--admin-token")
     fault.set_defaults(func=run_fault)
 
+    register_sip(subparsers)
+
     sessions = subparsers.add_parser("sessions", help="list the live sessions of a running simulator")
     sessions.add_argument("--server", required=True, metavar="URL")
     sessions.add_argument("--admin-token")
@@ -219,4 +221,90 @@ def run_history(args: argparse.Namespace) -> int:
         print(f"rtsim history: {status}: {body}", file=sys.stderr)
         return 1
     sys.stdout.write(body)
+    return 0
+
+
+# ---- rtsim sip: ring a SIP call and play its caller -------------------------------------------------------
+
+
+def register_sip(subparsers: argparse._SubParsersAction) -> None:
+    sip = subparsers.add_parser(
+        "sip",
+        help="ring a SIP call into a running simulator and play its caller",
+        description="A SIP call rings and its signed realtime.call.incoming webhook goes to --webhook-url; "
+        "your application answers it with the calls API. Then the caller speaks, presses keys, hangs up.",
+    )
+    actions = sip.add_subparsers(dest="action", required=True)
+    ring = actions.add_parser("ring", help="a call rings; prints its id and the webhook's outcome")
+    ring.add_argument("--webhook-url", required=True, metavar="URL")
+    ring.add_argument(
+        "--header", action="append", default=[], metavar="NAME=VALUE", help="a SIP INVITE header (repeatable)"
+    )
+    ring.add_argument("--key", metavar="API_KEY", help="the project: only this key may answer")
+    ring.add_argument("--webhook-secret", metavar="SECRET", help="sign this call's webhook with SECRET")
+    ring.set_defaults(func=run_sip_ring)
+    listing = actions.add_parser("list", help="every SIP call and its state")
+    listing.set_defaults(func=run_sip_list)
+    for name, what, value in (
+        ("say", "the caller says TEXT (speech down the line)", "text"),
+        ("dtmf", "the caller presses KEYS (0-9, *, #, A-D)", "keys"),
+    ):
+        action = actions.add_parser(name, help=what)
+        action.add_argument("call_id")
+        action.add_argument(value)
+        action.set_defaults(func=run_sip_caller, body_field=value)
+    hangup = actions.add_parser("hangup", help="the caller hangs up")
+    hangup.add_argument("call_id")
+    hangup.set_defaults(func=run_sip_caller, body_field=None)
+    for action in (ring, listing, *actions.choices.values()):
+        if not any(a.dest == "server" for a in action._actions):
+            action.add_argument(
+                "--server", required=True, metavar="URL", help="the base URL rtsim serve printed"
+            )
+            action.add_argument("--admin-token")
+
+
+def run_sip_ring(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"webhook_url": args.webhook_url}
+    if args.header:
+        pairs = [h.partition("=") for h in args.header]
+        if any(not sep or not name for name, sep, _ in pairs):
+            print("rtsim sip ring: --header takes NAME=VALUE", file=sys.stderr)
+            return 2
+        body["sip_headers"] = [{"name": name, "value": value} for name, _, value in pairs]
+    if args.key:
+        body["key"] = args.key
+    if args.webhook_secret:
+        body["webhook_secret"] = args.webhook_secret
+    status, answer = call(args.server, "POST", f"{PREFIX}/sip/calls", body, args.admin_token)
+    if status >= 400:
+        print(f"rtsim sip ring: {status}: {answer}", file=sys.stderr)
+        return 1
+    webhook = answer["webhook"]
+    outcome = webhook["status"] if webhook["status"] is not None else webhook.get("error")
+    print(f"{answer['call_id']}  {answer['state']}  webhook {webhook['id']} → {outcome}")
+    return 0
+
+
+def run_sip_list(args: argparse.Namespace) -> int:
+    status, answer = call(args.server, "GET", f"{PREFIX}/sip/calls", admin_token=args.admin_token)
+    if status >= 400:
+        print(f"rtsim sip list: {status}: {answer}", file=sys.stderr)
+        return 1
+    for c in answer["calls"]:
+        print(f"{c['call_id']}  {c['state']}  session={c['session']}  webhook={c['webhook'].get('status')}")
+    if not answer["calls"]:
+        print("no SIP calls")
+    return 0
+
+
+def run_sip_caller(args: argparse.Namespace) -> int:
+    body = {args.body_field: getattr(args, args.body_field)} if args.body_field else {}
+    status, answer = call(
+        args.server, "POST", f"{PREFIX}/sip/calls/{args.call_id}/{args.action}", body, args.admin_token
+    )
+    if status >= 400:
+        print(f"rtsim sip {args.action}: {status}: {answer}", file=sys.stderr)
+        return 1
+    print(f"{args.call_id}: {args.action} done")
     return 0

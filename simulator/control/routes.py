@@ -10,7 +10,8 @@ from aiohttp import web
 from .. import faults
 from ..admission import Refusal
 from ..protocol import RealtimeError, loads_strict
-from ..schema import Obj, Str, check
+from ..schema import List, Obj, Str, check
+from ..tokens import key_id
 from .scheduling import ControlPlane
 
 if TYPE_CHECKING:
@@ -23,6 +24,19 @@ FAULT_REQUEST = Obj(
     required=("kind",),
 )
 KEEP_ALIVE_REQUEST = Obj({"session_id": Str()}, required=("session_id",))
+SIP_RING_REQUEST = Obj(
+    {
+        "webhook_url": Str(),
+        "sip_headers": List(Obj({"name": Str(), "value": Str()}, required=("name", "value"))),
+        "key": Str(),  # the project: only this key (or its tokens) may answer; absent, any valid key
+        "key_id": Str(),
+        "webhook_secret": Str(),
+        "sip_media_security": Str(),
+    },
+    required=("webhook_url",),
+)
+DTMF_REQUEST = Obj({"keys": Str()}, required=("keys",))
+SAY_REQUEST = Obj({"text": Str(max_length=2000)}, required=("text",))
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -199,6 +213,56 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         server.history.record("keep_alive", session=session_id, key_id=conn.key_id)
         return web.json_response({"session_id": session_id, "status": "ok"})
 
+    async def sip_ring(request: web.Request) -> web.Response:
+        try:
+            body = check(SIP_RING_REQUEST, await read_json(request, {}), "")
+            url = body["webhook_url"]
+            if not url.startswith(("http://", "https://")):
+                raise RealtimeError("webhook_url must be an http:// or https:// URL.", param="webhook_url")
+        except ValueError:
+            return bad_request(400, "The request body is not valid JSON.")
+        except RealtimeError as exc:
+            return bad_request(400, exc.message, exc.param)
+        project = key_id(body["key"]) if "key" in body else body.get("key_id")
+        incoming = await server.sip.ring(
+            url,
+            sip_headers=body.get("sip_headers"),
+            key_id=project,
+            secret=body.get("webhook_secret"),
+            media_security=body.get("sip_media_security"),
+        )
+        return web.json_response(incoming.describe(), status=201)
+
+    async def sip_calls(request: web.Request) -> web.Response:
+        return web.json_response({"calls": [c.describe() for c in server.sip.incoming.values()]})
+
+    async def sip_dtmf(request: web.Request) -> web.Response:
+        try:
+            keys = check(DTMF_REQUEST, await read_json(request, {}), "")["keys"]
+            server.sip.press(request.match_info["call_id"], keys)
+        except ValueError:
+            return bad_request(400, "The request body is not valid JSON.")
+        except RealtimeError as exc:
+            return bad_request(404 if exc.code == "session_not_found" else 400, exc.message, exc.param)
+        return web.json_response({"call_id": request.match_info["call_id"], "keys": keys})
+
+    async def sip_say(request: web.Request) -> web.Response:
+        try:
+            text = check(SAY_REQUEST, await read_json(request, {}), "")["text"]
+            queued = server.sip.say(request.match_info["call_id"], text)
+        except ValueError:
+            return bad_request(400, "The request body is not valid JSON.")
+        except RealtimeError as exc:
+            return bad_request(404 if exc.code == "session_not_found" else 400, exc.message, exc.param)
+        return web.json_response({"call_id": request.match_info["call_id"], "queued_s": round(queued, 3)})
+
+    async def sip_caller_hangup(request: web.Request) -> web.Response:
+        try:
+            await server.sip.caller_hangs_up(request.match_info["call_id"])
+        except RealtimeError as exc:
+            return bad_request(404, exc.message, exc.param)
+        return web.Response(status=204)
+
     app.router.add_get(f"{PREFIX}/sessions", guarded(sessions))
     app.router.add_get(f"{PREFIX}/catalogue", guarded(catalogue))
     app.router.add_post(f"{PREFIX}/faults", guarded(post_fault))
@@ -208,3 +272,8 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
     app.router.add_get(f"{PREFIX}/summary", guarded(summary))
     if kinds is None:
         app.router.add_post("/v1/streaming.keep_alive", keep_alive)
+        app.router.add_post(f"{PREFIX}/sip/calls", guarded(sip_ring))
+        app.router.add_get(f"{PREFIX}/sip/calls", guarded(sip_calls))
+        app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/dtmf", guarded(sip_dtmf))
+        app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/say", guarded(sip_say))
+        app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/hangup", guarded(sip_caller_hangup))

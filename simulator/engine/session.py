@@ -145,7 +145,10 @@ class Session:
 
     @config.setter
     def config(self, value: dict[str, Any]) -> None:
+        # Whoever sets the config (session.update, a WebRTC call's session part, a SIP accept), the
+        # server VAD follows its turn_detection.
         self._state.config = value
+        self._turns.configure_vad()
 
     @property
     def close_request(self) -> tuple[int, str] | None:

@@ -26,9 +26,10 @@ Scope = Literal["session", "server"]
 MAX_FAULT_SECONDS = 86_400.0
 MAX_REASON_BYTES = 123  # a close frame's reason: 125 bytes of payload less the 2-byte code
 CLOSE_CODES = (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000)
-ANY_TRANSPORT = ("websocket", "webrtc")
+ANY_TRANSPORT = ("websocket", "webrtc", "sip")
 WEBSOCKET = ("websocket",)
 WEBRTC = ("webrtc",)
+SIP = ("sip",)
 
 
 class Tokens(Protocol):

@@ -22,16 +22,15 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceTransport
 
 from .. import audio
-from ..carrier import Carrier
 from ..engine import Session
 from ..protocol import encode
+from ..sideband import JoinableCall
 from .media import CallerAudio, ClearedAudio, ModelAudioTrack
 from .net import UdpGate, ice_transports, peer_on_loopback
 
@@ -51,7 +50,7 @@ WEBRTC_EVENT_TYPES = (
 )
 
 
-class Call(Carrier):
+class Call(JoinableCall):
     """A live call: a carrier over a peer connection, with its sidebands and its fault switches."""
 
     transport = "webrtc"  # what fault kinds are matched against
@@ -69,17 +68,20 @@ class Call(Carrier):
     ) -> None:
         server = endpoint.server
         super().__init__(
-            session=session, conn_id=conn_id, key_id=key_id, history=server.history, seed=server.config.seed
+            call_id=call_id,
+            session=session,
+            conn_id=conn_id,
+            key_id=key_id,
+            history=server.history,
+            seed=server.config.seed,
         )
         self.endpoint = endpoint
-        self.id = call_id
         self.token_id = token_id
         self.gate = UdpGate()
         self.track = ModelAudioTrack(on_started=self._audio_started, on_stopped=self._audio_stopped)
         self.caller_audio = CallerAudio()
         self.pc: RTCPeerConnection | None = None
         self.channel: RTCDataChannel | None = None
-        self.sidebands: set[Sideband] = set()
         self.unsent: list[dict[str, Any]] = []  # produced before the data channel existed
         self.pending_truncations: list[ClearedAudio] = []
         self.transport_log: list[tuple[float, str, str]] = []  # (loop time, what, state): what the server saw
@@ -440,66 +442,3 @@ class Call(Carrier):
 
         sctp._data_channel_receive = delayed_receive  # type: ignore[method-assign]
 
-
-class Sideband:
-    """A WebSocket joined to a call's session (`/v1/realtime?call_id=`): same events out, client events in."""
-
-    def __init__(self, call: Call, ws: web.WebSocketResponse, conn_id: str, key_id: str) -> None:
-        self.call = call
-        self.ws = ws
-        self.conn_id = conn_id
-        self.key_id = key_id
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.closed_by: str | None = None
-
-    def deliver(self, event: dict[str, Any]) -> None:
-        self.queue.put_nowait(event)
-
-    async def _writer(self) -> None:
-        while True:
-            event = await self.queue.get()
-            if event is None:
-                return
-            try:
-                await self.ws.send_str(encode(event))
-            except (ConnectionError, RuntimeError):
-                return
-
-    async def run(self) -> None:
-        call = self.call
-        call.sidebands.add(self)
-        writer = asyncio.ensure_future(self._writer())
-        try:
-            async for msg in self.ws:
-                now = call.loop.time()
-                if msg.type == WSMsgType.TEXT:
-                    call.receive_text(msg.data, now, via="sideband")
-                elif msg.type == WSMsgType.BINARY:
-                    call.receive_binary(len(msg.data), now, via="sideband", unit="frame")
-                else:
-                    break
-                call.pump()
-        finally:
-            call.sidebands.discard(self)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-            code = self.ws.close_code
-            call.history.record(
-                "close",
-                session=call.session.id,
-                conn=self.conn_id,
-                key_id=self.key_id,
-                code=code if code is not None else 1006,
-                reason="",
-                by=self.closed_by or "client",
-                transport="sideband",
-                call_id=call.id,
-            )
-
-    async def close(self) -> None:
-        """The call ended: its sidebands close normally."""
-        self.closed_by = "server"
-        self.call.sidebands.discard(self)
-        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
-            await self.ws.close(code=1000, message=b"call ended")

@@ -19,7 +19,8 @@ from aiortc import sdp as aiortc_sdp
 
 from ..admission import Admitted, Refusal
 from ..protocol import RealtimeError, loads_strict
-from .call import Call, Sideband
+from ..sideband import Sideband, call_not_found
+from .call import Call
 from .net import is_loopback_host
 
 if TYPE_CHECKING:
@@ -139,13 +140,7 @@ class WebRTCEndpoint:
     def _find(self, call_id: str, admitted: Admitted) -> Call:
         call = self.server.calls.get(call_id)
         if call is None or call.ended or call.key_id != admitted.key_id:  # another key's call is not found
-            raise Refusal(
-                404,
-                "call_id_not_found",
-                "No session found for the provided call_id",
-                code="call_id_not_found",
-                param="",
-            )
+            raise call_not_found()
         return call
 
     # ---- the sideband: GET /v1/realtime?call_id=... --------------------------------------------------------
