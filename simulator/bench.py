@@ -106,17 +106,25 @@ def _max_loop_lag_ms(base_url: str) -> float | None:
         return None
 
 
+def measure_with_cpu(
+    base_url: str, sessions: int, server_pid: int, *, ramp: float = 2.0, procs: int = 2
+) -> dict[str, Any]:
+    """One load level against the server at `base_url` (process `server_pid`), with its CPU use."""
+    cpu_before, wall_before = _cpu_seconds(server_pid), time.monotonic()
+    row = _measure(base_url, sessions, ramp, procs)
+    cpu = _cpu_seconds(server_pid) - cpu_before
+    row["server_cpu_pct"] = round(100 * cpu / (time.monotonic() - wall_before), 1)
+    audio_s = row["deltas"] * 0.1
+    row["server_cpu_us_per_audio_s"] = round(cpu / audio_s * 1e6) if audio_s else None
+    return row
+
+
 def run_sessions(levels: list[int], *, ramp: float = 2.0, procs: int = 2) -> list[dict[str, Any]]:
     proc, base_url = start_server()
     rows = []
     try:
         for level in levels:
-            cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
-            row = _measure(base_url, level, ramp, procs)
-            cpu = _cpu_seconds(proc.pid) - cpu_before
-            row["server_cpu_pct"] = round(100 * cpu / (time.monotonic() - wall_before), 1)
-            audio_s = row["deltas"] * 0.1
-            row["server_cpu_us_per_audio_s"] = round(cpu / audio_s * 1e6) if audio_s else None
+            row = measure_with_cpu(base_url, level, proc.pid, ramp=ramp, procs=procs)
             row["server_max_loop_lag_ms"] = _max_loop_lag_ms(base_url)  # since the server started
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -140,6 +148,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     webrtc = targets.add_parser("webrtc", help="WebRTC call setup time and concurrent calls per process")
     webrtc.add_argument("--levels", default="10,20,30,40", help="comma-separated call counts")
     webrtc.set_defaults(func=_print_webrtc)
+    from .capacity import register as register_capacity
+
+    register_capacity(targets)
 
 
 def _print_webrtc(args: argparse.Namespace) -> int:
