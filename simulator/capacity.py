@@ -10,8 +10,8 @@ processes of their own, so the generator is not what saturates):
 
 For each server a search finds the largest session count whose p99 lateness (each delta against its own
 audio timeline: the request + k x 100 ms) stays under the bound, with no session failing; the command
-prints both counts and their ratio. The machine may be shared, so the rounds alternate between the two
-servers and `--rounds` repeats the pair; the ratio is taken from the medians.
+prints both counts and their ratio. The machine may be shared, so the two searches advance in lockstep
+(a probe of one, then of the other) and `--rounds` repeats them; the ratio is of the medians.
 """
 
 from __future__ import annotations
@@ -104,34 +104,34 @@ def passes(row: dict[str, Any], bound_ms: float) -> bool:
     return row["failed"] == 0 and row["completed"] == row["sessions"] and row["p99_ms"] < bound_ms
 
 
-def search(
-    probe: Callable[[int], dict[str, Any]], *, start: int, limit: int, bound_ms: float, precision: float
-) -> int:
-    """The largest session count that passes: doubling from `start` (halving if `start` fails), then
-    bisection until the bracket is within `precision` (a fraction) of the count that passed; 0 if none."""
-    low, high, n = 0, None, start
-    while high is None:
-        if passes(probe(n), bound_ms):
-            low = n
-            if n >= limit:
-                return n
-            n = min(limit, n * 2)
-        else:
-            high = n
-            if low == 0:  # search downwards for a first count that passes
-                n = n // 2
-                while n >= 1 and not passes(probe(n), bound_ms):
-                    high, n = n, n // 2
-                low = max(n, 0)
-                if low == 0:
-                    return 0
-    while high - low > max(1, int(low * precision)):
-        middle = (low + high) // 2
-        if passes(probe(middle), bound_ms):
-            low = middle
-        else:
-            high = middle
-    return low
+class Bracket:
+    """The search for one server's largest passing session count: doubling from `start` (halving while
+    even that fails), then bisection until the bracket is within `precision` (a fraction) of the count
+    that passed. `found` is that count (0 if none passed)."""
+
+    def __init__(self, *, start: int, limit: int, precision: float) -> None:
+        self.start, self.limit, self.precision = start, limit, precision
+        self.found = 0  # the largest count that passed
+        self.failed: int | None = None  # the smallest count that failed
+
+    def next(self) -> int | None:
+        """The next count to try, or None when the search is over."""
+        low, high = self.found, self.failed
+        if high is None:
+            if low >= self.limit:
+                return None
+            return self.start if low == 0 else min(self.limit, low * 2)
+        if low == 0:
+            return high // 2 if high > 1 else None
+        if high - low <= max(1, int(low * self.precision)):
+            return None
+        return (low + high) // 2
+
+    def record(self, sessions: int, passed: bool) -> None:
+        if passed:
+            self.found = max(self.found, sessions)
+        elif self.failed is None or sessions < self.failed:
+            self.failed = sessions
 
 
 def run_capacity(
@@ -144,24 +144,30 @@ def run_capacity(
     procs: int,
     serve_args: list[str],
 ) -> dict[str, Any]:
+    """Both searches advance in lockstep (one probe of rtsim, then one of the bare server), so a change in
+    what else the machine runs meanwhile weighs on both alike."""
     rtsim_proc, rtsim_url = start_server("--pacing", "1.0", *serve_args)
     bare_proc, bare_url = start_bare_server()
-    found: dict[str, list[int]] = {"rtsim": [], "bare": []}
+    servers = {"rtsim": (rtsim_url, rtsim_proc.pid), "bare": (bare_url, bare_proc.pid)}
+    found: dict[str, list[int]] = {name: [] for name in servers}
     try:
-        for round_index in range(rounds):
-            for name, url, pid in (("rtsim", rtsim_url, rtsim_proc.pid), ("bare", bare_url, bare_proc.pid)):
-
-                def probe(
-                    n: int, name: str = name, url: str = url, pid: int = pid, label: int = round_index + 1
-                ) -> dict[str, Any]:
-                    row = bench.measure_with_cpu(url, n, pid, procs=procs)
-                    print(json.dumps({"round": label, "server": name, **row}), flush=True)
-                    return row
-
-                count = search(probe, start=start, limit=limit, bound_ms=bound_ms, precision=precision)
-                found[name].append(count)
-                print(f"round {round_index + 1}: {name} holds {count} sessions at p99 < {bound_ms:g} ms",
-                      flush=True)
+        for round_index in range(1, rounds + 1):
+            brackets = {name: Bracket(start=start, limit=limit, precision=precision) for name in servers}
+            while any(b.next() is not None for b in brackets.values()):
+                for name, (url, pid) in servers.items():
+                    sessions = brackets[name].next()
+                    if sessions is None:
+                        continue
+                    row = bench.measure_with_cpu(url, sessions, pid, procs=procs)
+                    brackets[name].record(sessions, passes(row, bound_ms))
+                    print(json.dumps({"round": round_index, "server": name, **row}), flush=True)
+            for name, bracket in brackets.items():
+                found[name].append(bracket.found)
+            print(
+                f"round {round_index}: rtsim holds {brackets['rtsim'].found}, bare websockets "
+                f"{brackets['bare'].found} sessions at p99 < {bound_ms:g} ms",
+                flush=True,
+            )
     finally:
         for proc in (rtsim_proc, bare_proc):
             proc.terminate()

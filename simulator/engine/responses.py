@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import cachetools
 import numpy as np
 
 from .. import audio, session_config
@@ -29,6 +30,12 @@ SPEECH_SEGMENT_MS = 3000
 # Out-of-band responses (`conversation: "none"`) in progress at once, per session: each holds a delivery, so
 # an unbounded number is unbounded memory and work.
 MAX_OUT_OF_BAND_RESPONSES = 8
+# The base64 audio deltas of a synthesised piece of speech, per (text, format, voice seed, chunk size): a
+# load test's repeated replies are encoded once, not once per session and chunk. Bounded in bytes.
+DELTA_CACHE_BYTES = 32 * 1024 * 1024
+_delta_cache: cachetools.LRUCache[tuple[str, str, int, int], tuple[str, ...]] = cachetools.LRUCache(
+    maxsize=DELTA_CACHE_BYTES, getsizeof=lambda deltas: max(1, sum(len(d) for d in deltas))
+)
 
 # `response.create` parameters on a GA session: the fields of the SDK's `RealtimeResponseCreateParamsParam`.
 # Null means "not given" on every optional field: livekit-agents sends `"instructions": null` on each reply
@@ -394,6 +401,7 @@ class Responder:
         first = True
         for pcm, segment_text, last in self._speech_segments(text, fmt):
             n_chunks = max(1, math.ceil(len(pcm) / chunk))
+            deltas = self._audio_deltas(pcm, segment_text, fmt, chunk) if self.audio_sink is None else ()
             pieces = word_pieces(segment_text, n_chunks)
             for k in range(n_chunks):
                 if not first:
@@ -408,8 +416,7 @@ class Responder:
                 if self.audio_sink is not None:
                     self.audio_sink(run.id, output.item["id"], data)
                 else:
-                    delta = base64.b64encode(data).decode()
-                    emit({"type": "response.output_audio.delta", **ids, "delta": delta})
+                    emit({"type": "response.output_audio.delta", **ids, "delta": deltas[k]})
                 if pieces[k]:
                     output.sent_text += pieces[k]
                     emit({"type": "response.output_audio_transcript.delta", **ids, "delta": pieces[k]})
@@ -451,6 +458,16 @@ class Responder:
         segments = [segment for segment in segments if segment] or [text]
         for index, segment in enumerate(segments):
             yield self._speech(segment, fmt), segment, index == len(segments) - 1
+
+    def _audio_deltas(self, pcm: bytes, text: str, fmt: str, chunk: int) -> tuple[str, ...]:
+        """`pcm` (the speech of `text` in `fmt`) as the base64 payloads of its `chunk`-byte deltas."""
+        key = (text, fmt, self.audio_seed, chunk)
+        deltas = _delta_cache.get(key)
+        if deltas is None:
+            deltas = tuple(base64.b64encode(pcm[i : i + chunk]).decode() for i in range(0, len(pcm), chunk))
+            deltas = deltas or ("",)
+            _delta_cache[key] = deltas
+        return deltas
 
     def _speech(self, text: str, fmt: str) -> bytes:
         """The audio of `text` in the output format.
