@@ -71,8 +71,11 @@ async def _client_share(base_url: str, sessions: int, start_at: float) -> tuple[
     return lateness, len(counts), sum(isinstance(r, BaseException) for r in results)
 
 
-def _client_process(base_url: str, sessions: int, start_at: float) -> tuple[list[float], int, int]:
-    return asyncio.run(_client_share(base_url, sessions, start_at))
+def _client_process(base_url: str, sessions: int, start_at: float) -> tuple[list[float], int, int, float]:
+    """One load-generator process's share, and the CPU seconds it used (is the generator saturating?)."""
+    before = time.process_time()
+    lateness, completed, failed = asyncio.run(_client_share(base_url, sessions, start_at))
+    return lateness, completed, failed, time.process_time() - before
 
 
 def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str, Any]:
@@ -82,6 +85,7 @@ def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str,
     with concurrent.futures.ProcessPoolExecutor(procs) as pool:
         parts = list(pool.map(_client_process, [base_url] * procs, shares, [start_at] * procs))
     lateness = sorted(x for part in parts for x in part[0]) or [0.0]
+    wall = time.monotonic() - start_at
     return {
         "sessions": sessions,
         "client_procs": procs,
@@ -91,6 +95,7 @@ def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str,
         "p50_ms": round(statistics.median(lateness) * 1000, 1),
         "p99_ms": round(lateness[int(len(lateness) * 0.99) - 1] * 1000, 1),
         "max_ms": round(lateness[-1] * 1000, 1),
+        "client_cpu_pct": round(100 * sum(p[3] for p in parts) / wall, 1) if wall > 0 else None,
     }
 
 
