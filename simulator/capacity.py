@@ -211,8 +211,11 @@ def register(targets: argparse._SubParsersAction) -> None:
 
 
 def _print_capacity(args: argparse.Namespace) -> int:
-    print(f"reply: {len(bench.REPLY_TEXT)} chars of transcript per session, pacing 1.0; "
-          "lateness = arrival - (request sent + k*100 ms)", flush=True)
+    print(
+        f"reply: {len(bench.REPLY_TEXT)} chars of transcript per session, pacing 1.0; "
+        "lateness = arrival - (request sent + k*100 ms)",
+        flush=True,
+    )
     run_capacity(
         start=args.start,
         limit=args.limit,

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import plan
 from .protocol import RealtimeError
 from .server import PROFILES, ServerConfig, serve_forever
 
@@ -134,6 +135,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "all on disk)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes behind one port (SO_REUSEPORT), sharing RTSIM_SECRET; the control API on the "
+        "port reaches every one",
+    )
+    parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
         default="asyncio",
@@ -155,7 +164,19 @@ def run_serve(args: argparse.Namespace) -> int:
             print("rtsim serve: --loop uvloop needs uvloop (pip install 'rtsim[fast]')", file=sys.stderr)
             return 2
         run = uvloop.run
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        print("rtsim serve: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
+        if workers > 1:
+            from .workers import supervise
+
+            config = config_from_args(args)
+            if config.chaos:
+                plan.parse(config.chaos)  # a plan that does not parse is refused here, not by every worker
+            asyncio.run(supervise(config, workers, loop=args.loop, ready=ready))
+            return 0
         run(serve_forever(config_from_args(args), ready))
     except OSError as exc:
         print(f"rtsim serve: {exc}", file=sys.stderr)
