@@ -161,7 +161,8 @@ class Admission:
     def new_conn_id(self) -> str:
         """The id of a new handshake (connection, call or sideband), numbered in arrival order."""
         self.handshakes += 1
-        return f"conn_{self.handshakes:06d}"
+        worker = self.server.config.worker
+        return f"conn_{self.handshakes:06d}" if worker is None else f"conn_w{worker}_{self.handshakes:06d}"
 
     def credential(self, request: web.Request) -> Credential:
         return read_credential(request, azure=self.server.profile.azure)

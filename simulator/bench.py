@@ -71,8 +71,11 @@ async def _client_share(base_url: str, sessions: int, start_at: float) -> tuple[
     return lateness, len(counts), sum(isinstance(r, BaseException) for r in results)
 
 
-def _client_process(base_url: str, sessions: int, start_at: float) -> tuple[list[float], int, int]:
-    return asyncio.run(_client_share(base_url, sessions, start_at))
+def _client_process(base_url: str, sessions: int, start_at: float) -> tuple[list[float], int, int, float]:
+    """One load-generator process's share, and the CPU seconds it used (is the generator saturating?)."""
+    before = time.process_time()
+    lateness, completed, failed = asyncio.run(_client_share(base_url, sessions, start_at))
+    return lateness, completed, failed, time.process_time() - before
 
 
 def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str, Any]:
@@ -82,6 +85,7 @@ def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str,
     with concurrent.futures.ProcessPoolExecutor(procs) as pool:
         parts = list(pool.map(_client_process, [base_url] * procs, shares, [start_at] * procs))
     lateness = sorted(x for part in parts for x in part[0]) or [0.0]
+    wall = time.monotonic() - start_at
     return {
         "sessions": sessions,
         "client_procs": procs,
@@ -91,6 +95,7 @@ def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str,
         "p50_ms": round(statistics.median(lateness) * 1000, 1),
         "p99_ms": round(lateness[int(len(lateness) * 0.99) - 1] * 1000, 1),
         "max_ms": round(lateness[-1] * 1000, 1),
+        "client_cpu_pct": round(100 * sum(p[3] for p in parts) / wall, 1) if wall > 0 else None,
     }
 
 
@@ -106,17 +111,25 @@ def _max_loop_lag_ms(base_url: str) -> float | None:
         return None
 
 
+def measure_with_cpu(
+    base_url: str, sessions: int, server_pid: int, *, ramp: float = 2.0, procs: int = 2
+) -> dict[str, Any]:
+    """One load level against the server at `base_url` (process `server_pid`), with its CPU use."""
+    cpu_before, wall_before = _cpu_seconds(server_pid), time.monotonic()
+    row = _measure(base_url, sessions, ramp, procs)
+    cpu = _cpu_seconds(server_pid) - cpu_before
+    row["server_cpu_pct"] = round(100 * cpu / (time.monotonic() - wall_before), 1)
+    audio_s = row["deltas"] * 0.1
+    row["server_cpu_us_per_audio_s"] = round(cpu / audio_s * 1e6) if audio_s else None
+    return row
+
+
 def run_sessions(levels: list[int], *, ramp: float = 2.0, procs: int = 2) -> list[dict[str, Any]]:
     proc, base_url = start_server()
     rows = []
     try:
         for level in levels:
-            cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
-            row = _measure(base_url, level, ramp, procs)
-            cpu = _cpu_seconds(proc.pid) - cpu_before
-            row["server_cpu_pct"] = round(100 * cpu / (time.monotonic() - wall_before), 1)
-            audio_s = row["deltas"] * 0.1
-            row["server_cpu_us_per_audio_s"] = round(cpu / audio_s * 1e6) if audio_s else None
+            row = measure_with_cpu(base_url, level, proc.pid, ramp=ramp, procs=procs)
             row["server_max_loop_lag_ms"] = _max_loop_lag_ms(base_url)  # since the server started
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -140,6 +153,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     webrtc = targets.add_parser("webrtc", help="WebRTC call setup time and concurrent calls per process")
     webrtc.add_argument("--levels", default="10,20,30,40", help="comma-separated call counts")
     webrtc.set_defaults(func=_print_webrtc)
+    from .capacity import register as register_capacity
+
+    register_capacity(targets)
 
 
 def _print_webrtc(args: argparse.Namespace) -> int:

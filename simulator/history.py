@@ -67,7 +67,27 @@ def _summarized(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
     if isinstance(payload, str):
         event = {k: v for k, v in event.items() if k != field}
         event["audio_bytes"] = len(payload) * 3 // 4 - payload.count("=", -2)
+    size = _flat_size(event)
+    if size is not None:  # the hot path: an audio or transcript delta has nothing to shrink
+        return event, size
     return _shrink(event)  # type: ignore[return-value]
+
+
+def _flat_size(event: dict[str, Any]) -> int | None:
+    """What `_shrink` would count for an event of scalars and short strings only (else None), in one pass
+    and without copying."""
+    size = 2
+    for key, value in event.items():
+        if isinstance(value, str):
+            if len(value) > MAX_RECORDED_STRING:
+                return None
+            size += len(value) + 2
+        elif isinstance(value, (dict, list)):
+            return None
+        else:
+            size += 8
+        size += len(str(key)) + 4
+    return size
 
 
 def _shrink(value: Any, depth: int = 0) -> tuple[Any, int]:

@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import secrets
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from . import plan
 from .engine.state import EXPIRY_ENDINGS, FASTER_THAN_REAL_TIME, TRANSCRIPTION_DELAY
 from .protocol import RealtimeError
 from .server import DEFAULT_WEBHOOK_SECRET, PROFILES, ServerConfig, serve_forever
@@ -192,6 +195,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="history records kept in memory for the control API (default 200000; --record keeps "
         "all on disk)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes behind one port (SO_REUSEPORT), sharing RTSIM_SECRET; the control API on the "
+        "port reaches every one",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop: asyncio's own, or uvloop (pip install 'rtsim[fast]'), cheaper per event under load",
+    )
     add_server_options(parser)
     parser.set_defaults(func=run_serve)
 
@@ -200,8 +217,28 @@ def run_serve(args: argparse.Namespace) -> int:
     def ready(base_url: str) -> None:
         print(base_url, flush=True)
 
+    run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+    if getattr(args, "loop", "asyncio") == "uvloop":
+        try:
+            import uvloop
+        except ModuleNotFoundError:
+            print("rtsim serve: --loop uvloop needs uvloop (pip install 'rtsim[fast]')", file=sys.stderr)
+            return 2
+        run = uvloop.run
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        print("rtsim serve: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
-        asyncio.run(serve_forever(config_from_args(args), ready))
+        if workers > 1:
+            from .workers import supervise
+
+            config = config_from_args(args)
+            if config.chaos:
+                plan.parse(config.chaos)  # a plan that does not parse is refused here, not by every worker
+            asyncio.run(supervise(config, workers, loop=args.loop, ready=ready))
+            return 0
+        run(serve_forever(config_from_args(args), ready))
     except OSError as exc:
         print(f"rtsim serve: {exc}", file=sys.stderr)
         return 1

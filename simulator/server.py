@@ -116,6 +116,10 @@ class ServerConfig:
     # Mixed into session and event ids with the seed: set (rtsim serve without --seed does), ids cannot be
     # predicted from the seed; empty, they are reproducible from the seed alone.
     id_secret: str = ""
+    # One of several processes behind one port (`rtsim serve --workers N`): its number (in connection and
+    # fault ids, so they are unique across workers), SO_REUSEPORT on the public port, and a private control
+    # port on loopback through which its peers reach it.
+    worker: int | None = None
 
     def ids(self, conn_id: str) -> IdFactory:
         """The id factory of one connection's session."""
@@ -178,6 +182,8 @@ class RealtimeServer:
         self.runner: web.AppRunner | None = None
         self.base_url = ""
         self.port = 0
+        self.private_url = ""  # a worker's own control address (loopback), for its peers
+        self.peers: list[tuple[int, str]] = []  # the other workers: (number, private base URL)
         self.loop_lag = LoopLagMonitor()  # the longest event-loop stall goes in the stop record
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -233,16 +239,24 @@ class RealtimeServer:
             return await self.sip.hangup(request)
         return await self.webrtc.hangup(request)
 
-    async def start(self) -> str:
-        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.host, self.config.port, reuse_address=True)
+    async def _listen(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Serve the app on one more socket (every listening socket is made here); returns its port."""
+        assert self.runner is not None
+        site = web.TCPSite(self.runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def start(self) -> str:
+        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        worker = self.config.worker is not None
+        self.port = await self._listen(self.config.host, self.config.port, reuse_port=worker)
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         self.base_url = f"http://{host}:{self.port}/v1"
+        if worker:
+            self.private_url = f"http://127.0.0.1:{await self._listen('127.0.0.1', 0)}/v1"
         self.loop_lag.start()
         self.history.record(
             "server", event="start", base_url=self.base_url, config=_public_config(self.config)

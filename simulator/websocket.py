@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 from .carrier import SLOW_READER_REASON, Carrier
 from .engine import Session
 from .history import History
-from .protocol import encode
+from .protocol import encode_bytes
 
 STALL_WATCH_SECONDS = 0.5
 TCP_GONE_STATES = (7, 8, 9)  # TCP_CLOSE, TCP_CLOSE_WAIT (the peer sent FIN), TCP_LAST_ACK (tcp_states.h)
@@ -62,7 +62,7 @@ class WebSocketCarrier(Carrier):
 
     async def _transmit(self, event: dict[str, Any]) -> bool:
         self.history.event("out", self.session.id, event)
-        await self.ws.send_str(encode(event))
+        await self.ws.send_frame(encode_bytes(event), WSMsgType.TEXT)  # already UTF-8: no str round trip
         return True
 
     async def _drained(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from ..admission import Refusal
 from ..protocol import RealtimeError, loads_strict
 from ..schema import List, Obj, Str, check
 from ..tokens import key_id
+from . import fanout
 from .scheduling import ControlPlane
 
 if TYPE_CHECKING:
@@ -99,6 +101,20 @@ def describe(conn: Carrier) -> dict[str, Any]:
     }
 
 
+def _parsed(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text
+
+
+def _json_answer(answer: fanout.Answer) -> web.Response:
+    status, body = answer
+    if status == 204:
+        return web.Response(status=204)
+    return web.json_response(body, status=status)
+
+
 def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[str] | None = None) -> None:
     """Give `server` its control plane and add the API's routes to `app`.
 
@@ -107,6 +123,36 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
     """
     control = ControlPlane(server)
     server.control = control
+    peer_client = fanout.PeerClient()
+
+    async def close_peer_client(app: web.Application) -> None:
+        await peer_client.close()
+
+    app.on_cleanup.append(close_peer_client)
+
+    async def ask_everyone(request: web.Request, local: Handler) -> list[tuple[int, int, str]]:
+        """(worker, status, text) of this worker's own answer and of every peer's."""
+        body = await request.read()
+        mine = await local(request)
+        text = mine.text if isinstance(mine, web.Response) and mine.body is not None else ""
+        forwarded = {
+            name: value
+            for name, value in request.headers.items()
+            if name in ("Content-Type", "X-Rtsim-Admin-Token", "Authorization")
+        }
+        theirs = await peer_client.ask(server.peers, request.method, request.path_qs, body, forwarded)
+        return [(server.config.worker or 0, mine.status, text or ""), *theirs]
+
+    def federated(local: Handler, merge: Callable[[list[fanout.Answer]], fanout.Answer]) -> Handler:
+        """`local` on this worker alone, or — asked from outside with peers — on every worker, merged."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if not server.peers or fanout.LOCAL_HEADER in request.headers:
+                return await local(request)
+            answers = await ask_everyone(request, local)
+            return _json_answer(merge([(status, _parsed(text)) for _, status, text in answers]))
+
+        return handler
 
     def guarded(handler: Handler) -> Handler:
         async def wrapper(request: web.Request) -> web.StreamResponse:
@@ -127,7 +173,10 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         return wrapper
 
     async def sessions(request: web.Request) -> web.Response:
-        return web.json_response({"sessions": [describe(c) for c in server.live_carriers()]})
+        listed = [describe(c) for c in server.live_carriers()]
+        if server.config.worker is not None:
+            listed = [{**entry, "worker": server.config.worker} for entry in listed]
+        return web.json_response({"sessions": listed})
 
     async def catalogue(request: web.Request) -> web.Response:
         return web.json_response(
@@ -174,7 +223,9 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         )
 
     async def delete_fault(request: web.Request) -> web.Response:
-        if not control.cancel(request.match_info["fault_id"]):
+        # A fault scheduled on several workers has one id per worker, joined with commas (see fanout).
+        cancelled = [control.cancel(part) for part in request.match_info["fault_id"].split(",")]
+        if not any(cancelled):
             return bad_request(404, f"No scheduled fault '{request.match_info['fault_id']}'.")
         return web.Response(status=204)
 
@@ -192,7 +243,27 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         return web.Response(text=server.history.to_jsonl(records), content_type="application/x-ndjson")
 
     async def summary(request: web.Request) -> web.Response:
-        return web.json_response({**server.history.summary(), "max_loop_lag_ms": server.loop_lag.max_lag_ms})
+        if not server.peers or fanout.LOCAL_HEADER in request.headers:
+            return web.json_response(
+                {**server.history.summary(), "max_loop_lag_ms": server.loop_lag.max_lag_ms}
+            )
+        forwarded = {k: v for k, v in request.headers.items() if k == "X-Rtsim-Admin-Token"}
+        histories = await peer_client.ask(server.peers, "GET", f"{PREFIX}/history", b"", forwarded)
+        lags = await peer_client.ask(server.peers, "GET", f"{PREFIX}/summary", b"", forwarded)
+        texts = [(server.config.worker or 0, server.history.to_jsonl())]
+        texts += [(worker, text) for worker, status, text in histories if status < 400]
+        peer_lags = [(_parsed(text) or {}).get("max_loop_lag_ms") for _, status, text in lags if status < 400]
+        return web.json_response(fanout.merge_summary(texts, [server.loop_lag.max_lag_ms, *peer_lags]))
+
+    async def federated_history(request: web.Request) -> web.StreamResponse:
+        if not server.peers or fanout.LOCAL_HEADER in request.headers:
+            return await history(request)
+        answers = await ask_everyone(request, history)
+        if all(status >= 400 for _, status, _ in answers):
+            _, status, text = answers[0]
+            return _json_answer((status, _parsed(text)))
+        merged = fanout.merge_history([(worker, text) for worker, status, text in answers if status < 400])
+        return web.Response(text=merged, content_type="application/x-ndjson")
 
     async def keep_alive(request: web.Request) -> web.Response:
         # Authenticated as the real endpoint is: a key (or a token minted from it) of the session's own key.
@@ -263,12 +334,14 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
             return bad_request(404, exc.message, exc.param)
         return web.Response(status=204)
 
-    app.router.add_get(f"{PREFIX}/sessions", guarded(sessions))
+    app.router.add_get(f"{PREFIX}/sessions", guarded(federated(sessions, fanout.merge_sessions)))
     app.router.add_get(f"{PREFIX}/catalogue", guarded(catalogue))
-    app.router.add_post(f"{PREFIX}/faults", guarded(post_fault))
-    app.router.add_get(f"{PREFIX}/faults", guarded(list_faults))
-    app.router.add_delete(f"{PREFIX}/faults/{{fault_id}}", guarded(delete_fault))
-    app.router.add_get(f"{PREFIX}/history", guarded(history))
+    app.router.add_post(f"{PREFIX}/faults", guarded(federated(post_fault, fanout.merge_fault)))
+    app.router.add_get(f"{PREFIX}/faults", guarded(federated(list_faults, fanout.merge_scheduled)))
+    app.router.add_delete(
+        f"{PREFIX}/faults/{{fault_id}}", guarded(federated(delete_fault, fanout.merge_first_success))
+    )
+    app.router.add_get(f"{PREFIX}/history", guarded(federated_history))
     app.router.add_get(f"{PREFIX}/summary", guarded(summary))
     if kinds is None:
         app.router.add_post("/v1/streaming.keep_alive", keep_alive)

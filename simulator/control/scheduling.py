@@ -42,6 +42,10 @@ class ControlPlane:
         self.scheduled: dict[str, Scheduled] = {}
         self._ids = itertools.count(1)
 
+    def _new_id(self) -> str:
+        worker = self.server.config.worker
+        return f"fault_{next(self._ids)}" if worker is None else f"fault_w{worker}_{next(self._ids)}"
+
     def inject(
         self,
         kind: str,
@@ -60,7 +64,7 @@ class ControlPlane:
         moment = timing.from_request(when)
         targets = self.server.resolve_targets(target)  # a session that is gone now never comes back: 404
         if moment.event is None:
-            fault_id = f"fault_{next(self._ids)}"
+            fault_id = self._new_id()
             cancel = timing.arm(
                 moment,
                 timing.LoopClock(asyncio.get_running_loop()),
@@ -74,7 +78,7 @@ class ControlPlane:
                 )
             if not targets:
                 raise RealtimeError("No live session matches the target.", code="no_target", param="target")
-            fault_id = f"fault_{next(self._ids)}"
+            fault_id = self._new_id()
             cancel = self._arm_on_sessions(fault_id, moment, targets, kind, checked, route)
             applies_to = [c.session.id for c in targets]
         shown = faults.public_target(target)

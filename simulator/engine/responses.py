@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import cachetools
 import numpy as np
 
 from .. import audio, session_config
@@ -29,6 +30,16 @@ SPEECH_SEGMENT_MS = 3000
 # Out-of-band responses (`conversation: "none"`) in progress at once, per session: each holds a delivery, so
 # an unbounded number is unbounded memory and work.
 MAX_OUT_OF_BAND_RESPONSES = 8
+# A synthesised piece of speech in its output format and as the base64 payloads of its deltas, per (text,
+# format, voice seed, chunk size): a load test's repeated replies are converted and encoded once, not once
+# per session and chunk. Bounded in bytes (audio plus base64).
+SPEECH_CHUNK_CACHE_BYTES = 64 * 1024 * 1024
+_speech_chunk_cache: cachetools.LRUCache[tuple[str, str, int, int], tuple[bytes, tuple[str, ...]]] = (
+    cachetools.LRUCache(
+        maxsize=SPEECH_CHUNK_CACHE_BYTES,
+        getsizeof=lambda entry: max(1, len(entry[0]) + sum(len(d) for d in entry[1])),
+    )
+)
 
 # `response.create` parameters on a GA session: the fields of the SDK's `RealtimeResponseCreateParamsParam`.
 # Null means "not given" on every optional field: livekit-agents sends `"instructions": null` on each reply
@@ -436,7 +447,8 @@ class Responder:
         pace = limits.chunk_ms / 1000 * limits.pacing
         sent_bytes = 0
         first = True
-        for pcm, segment_text, last in self._speech_segments(text, fmt):
+        for segment_text, last in self._speech_segments(text):
+            pcm, deltas = self._speech_chunks(segment_text, fmt, chunk)
             n_chunks = max(1, math.ceil(len(pcm) / chunk))
             pieces = word_pieces(segment_text, n_chunks)
             for k in range(n_chunks):
@@ -454,8 +466,7 @@ class Responder:
                 if self.audio_sink is not None:
                     self.audio_sink(run.id, output.item["id"], data)
                 else:
-                    delta = base64.b64encode(data).decode()
-                    emit({"type": "response.output_audio.delta", **ids, "delta": delta})
+                    emit({"type": "response.output_audio.delta", **ids, "delta": deltas[k]})
                 if pieces[k]:
                     output.sent_text += pieces[k]
                     emit({"type": "response.output_audio_transcript.delta", **ids, "delta": pieces[k]})
@@ -486,17 +497,27 @@ class Responder:
         run.truncated = True
         return cut
 
-    def _speech_segments(self, text: str, fmt: str) -> Generator[tuple[bytes, str, bool], None, None]:
-        """(audio, the text it speaks, is last) pieces of the reply: one for a short reply, else segments
-        of about SPEECH_SEGMENT_MS, each synthesised only when delivery asks for it."""
+    def _speech_segments(self, text: str) -> Generator[tuple[str, bool], None, None]:
+        """(the text a piece of audio speaks, is last): one piece for a short reply, else segments of about
+        SPEECH_SEGMENT_MS, each synthesised only when delivery asks for it."""
         if audio.duration_ms_for_text(text) <= WHOLE_SPEECH_MAX_MS:
-            yield self._speech(text, fmt), text, True
+            yield text, True
             return
         per_segment = max(1, SPEECH_SEGMENT_MS // audio.MS_PER_CHAR)
         segments = word_pieces(text, math.ceil(len(text) / per_segment))
         segments = [segment for segment in segments if segment] or [text]
         for index, segment in enumerate(segments):
-            yield self._speech(segment, fmt), segment, index == len(segments) - 1
+            yield segment, index == len(segments) - 1
+
+    def _speech_chunks(self, text: str, fmt: str, chunk: int) -> tuple[bytes, tuple[str, ...]]:
+        """The speech of `text` in `fmt`, and the base64 payloads of its `chunk`-byte deltas (cached)."""
+        key = (text, fmt, self.audio_seed, chunk)
+        cached = _speech_chunk_cache.get(key)
+        if cached is None:
+            pcm = self._speech(text, fmt)
+            deltas = tuple(base64.b64encode(pcm[i : i + chunk]).decode() for i in range(0, len(pcm), chunk))
+            cached = _speech_chunk_cache[key] = (pcm, deltas or ("",))
+        return cached
 
     def _speech(self, text: str, fmt: str) -> bytes:
         """The audio of `text` in the output format.
