@@ -19,6 +19,7 @@ from ..model import ScriptedModel
 from ..protocol import IdFactory, RealtimeError, check_event_type, client_event_id, invalid_type
 from ..schema import AnyValue, Enum, Int, Obj, OneOf, Str, check
 from .conversation import Conversation, Item
+from .mcp import McpServers
 from .responses import BETA_RESPONSE_PARAMS, RESPONSE_PARAMS, Responder, ResponseRun
 from .state import Limits, SessionState
 from .turns import InputTurns
@@ -170,6 +171,11 @@ class Session:
         self._responder.audio_sink = sink
 
     @property
+    def mcp(self) -> McpServers:
+        """The session's MCP servers: their listings, and the failures faults arm."""
+        return self._responder.mcp
+
+    @property
     def input_buffer(self) -> bytearray:
         return self._turns.buffer
 
@@ -185,6 +191,7 @@ class Session:
 
     def start(self, now: float) -> None:
         self._state.emit({"type": "session.created", "session": self._session_object()})
+        self._responder.mcp.configure(self.config["tools"], now)  # a token's or a call's MCP servers
 
     def receive(self, event: dict[str, Any], now: float) -> None:
         """Handle one decoded client event. Client mistakes become `error` events; the session goes on."""
@@ -203,6 +210,7 @@ class Session:
 
     def advance(self, now: float) -> None:
         """Run everything due by `now`: paced response steps, then the session cap and the idle timeout."""
+        self._responder.mcp.run_due(now)
         self._responder.run_due(now)
         if self._state.close_request is not None:
             return
@@ -215,6 +223,9 @@ class Session:
         if self._state.close_request is not None:
             return None
         due = [run.next_due for run in self._responder.runs if run.steps is not None]
+        mcp_due = self._responder.mcp.next_due()
+        if mcp_due is not None:
+            due.append(mcp_due)
         due.append(self.deadline)
         due.append(self._idle_deadline())
         return min(due)
@@ -290,9 +301,11 @@ class Session:
                 code="cannot_update_voice",
                 param="session.audio.output.voice",
             )
+        self._responder.mcp.check(merged["tools"])
         self.config = merged
         self._turns.configure_vad()
         self._state.emit({"type": "session.updated", "session": self._session_object()})
+        self._responder.mcp.configure(self.config["tools"], now)  # new MCP servers list their tools
 
     def _on_output_audio_buffer_clear(self, event: dict[str, Any], now: float) -> None:
         # Over WebSocket there is no server-side output buffer to clear; the real service rejects it.

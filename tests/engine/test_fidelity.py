@@ -23,6 +23,7 @@ from rtsim.simulator.protocol import (
     TRANSPORT_EVENT_TYPES,
     RealtimeError,
 )
+from tests.engine.test_mcp import mcp_flow
 from tests.support.engine import make_session, run_until_idle, user_text, validate_beta, validate_ga
 
 SIMULATOR = Path(__file__).resolve().parents[2] / "simulator"
@@ -99,6 +100,8 @@ def every_kind_of_event(dialect: Dialect) -> list[dict[str, Any]]:
     events.extend(session.drain())
     session.advance(50.0)  # the session cap
     events.extend(session.drain())
+    if not dialect.beta:  # remote MCP tools: GA only
+        events.extend(mcp_flow())
     return events
 
 
