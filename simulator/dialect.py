@@ -21,7 +21,12 @@ BETA_EVENT_NAMES = {
     "conversation.item.added": "conversation.item.created",
 }
 GA_ONLY_EVENTS = frozenset(
-    {"conversation.item.done", "input_audio_buffer.timeout_triggered", *protocol.MCP_EVENT_TYPES}
+    {
+        "conversation.item.done",
+        "input_audio_buffer.timeout_triggered",
+        "conversation.item.input_audio_transcription.segment",  # gpt-4o-transcribe-diarize came with GA
+        *protocol.MCP_EVENT_TYPES,
+    }
 )
 BETA_PART_TYPES = {"output_text": "text", "output_audio": "audio"}
 GA_PART_TYPES = {"text": "output_text", "audio": "output_audio"}

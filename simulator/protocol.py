@@ -61,6 +61,7 @@ SERVER_EVENT_TYPES = frozenset(
         "conversation.item.input_audio_transcription.delta",
         "conversation.item.input_audio_transcription.completed",
         "conversation.item.input_audio_transcription.failed",
+        "conversation.item.input_audio_transcription.segment",
         "response.created",
         "response.done",
         "response.output_item.added",

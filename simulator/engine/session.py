@@ -18,6 +18,7 @@ from ..dialect import GA, Dialect
 from ..model import ScriptedModel
 from ..protocol import IdFactory, RealtimeError, check_event_type, client_event_id, invalid_type
 from ..schema import AnyValue, Enum, Int, Obj, OneOf, Str, check
+from . import transcription
 from .conversation import Conversation, Item
 from .mcp import McpServers
 from .responses import BETA_RESPONSE_PARAMS, RESPONSE_PARAMS, Responder, ResponseRun
@@ -78,12 +79,18 @@ class Session:
         initial_config: dict[str, Any] | None = None,
         audio_seed: int = 0,
         audio_turns: Iterator[int] | None = None,
+        session_type: str = "realtime",
     ) -> None:
         limits = limits or Limits()
         self.id = ids.new("sess")
-        config = session_config.default_session(model_name)
-        if initial_config:
-            config = session_config.merge_ga(config, initial_config)
+        if session_type == transcription.SESSION_TYPE:  # `?intent=transcription`: no model, no responses
+            config = transcription.default_session()
+            if initial_config:
+                config = transcription.merge(config, initial_config)
+        else:
+            config = session_config.default_session(model_name)
+            if initial_config:
+                config = session_config.merge_ga(config, initial_config)
         self._state = SessionState(
             ids=ids, model=model, limits=limits, dialect=dialect, config=config, now=now
         )
@@ -171,6 +178,11 @@ class Session:
         self._responder.audio_sink = sink
 
     @property
+    def is_transcription(self) -> bool:
+        """A transcription session (`?intent=transcription`): audio in, transcripts out, no responses."""
+        return transcription.is_transcription(self._state.config)
+
+    @property
     def mcp(self) -> McpServers:
         """The session's MCP servers: their listings, and the failures faults arm."""
         return self._responder.mcp
@@ -191,7 +203,7 @@ class Session:
 
     def start(self, now: float) -> None:
         self._state.emit({"type": "session.created", "session": self._session_object()})
-        self._responder.mcp.configure(self.config["tools"], now)  # a token's or a call's MCP servers
+        self._responder.mcp.configure(self.config.get("tools", []), now)  # a token's or a call's MCP servers
 
     def receive(self, event: dict[str, Any], now: float) -> None:
         """Handle one decoded client event. Client mistakes become `error` events; the session goes on."""
@@ -200,6 +212,8 @@ class Session:
         self._state.last_activity = now
         try:
             event_type = check_event_type(event)
+            if self.is_transcription and event_type not in transcription.CLIENT_EVENTS:
+                raise transcription.refuse(event_type)
             fields = BETA_EVENT_FIELDS if self.dialect.beta else EVENT_FIELDS
             # Handlers see the checked copy, where a null optional parameter is simply absent.
             event = check(fields[event_type], event)
@@ -293,6 +307,13 @@ class Session:
         update = event["session"]
         if not isinstance(update, dict):
             raise invalid_type("session", "an object", update)
+        if not self.dialect.beta:
+            transcription.check_type(self.config, update)
+        if self.is_transcription:
+            self.config = transcription.merge(self.config, update)
+            self._turns.configure_vad()
+            self._state.emit({"type": "session.updated", "session": self._session_object()})
+            return
         merged = self.dialect.session_update(self.config, update)
         new_voice = merged["audio"]["output"]["voice"]
         if self._responder.assistant_audio_present and new_voice != self.config["audio"]["output"]["voice"]:
@@ -316,4 +337,6 @@ class Session:
         )
 
     def _session_object(self) -> dict[str, Any]:
+        if self.is_transcription:
+            return transcription.render(self.config, session_id=self.id, expires_at=self.expires_at)
         return self.dialect.render_session(self.config, session_id=self.id, expires_at=self.expires_at)

@@ -24,6 +24,7 @@ from rtsim.simulator.protocol import (
     RealtimeError,
 )
 from tests.engine.test_mcp import mcp_flow
+from tests.engine.test_transcription_session import transcription_flow
 from tests.support.engine import make_session, run_until_idle, user_text, validate_beta, validate_ga
 
 SIMULATOR = Path(__file__).resolve().parents[2] / "simulator"
@@ -100,8 +101,9 @@ def every_kind_of_event(dialect: Dialect) -> list[dict[str, Any]]:
     events.extend(session.drain())
     session.advance(50.0)  # the session cap
     events.extend(session.drain())
-    if not dialect.beta:  # remote MCP tools: GA only
+    if not dialect.beta:  # remote MCP tools and transcription sessions: GA only
         events.extend(mcp_flow())
+        events.extend(transcription_flow())
     return events
 
 
