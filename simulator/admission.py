@@ -256,6 +256,7 @@ class Admission:
         *,
         model: str | None = None,
         session_update: dict[str, Any] | None = None,
+        session_type: str = "realtime",
     ) -> Session:
         """The engine session of an admitted handshake: its model, dialect, the token's config, then the
         request's own `session_update` (a WebRTC call's `session` part); raises RealtimeError if invalid."""
@@ -264,6 +265,8 @@ class Admission:
         model_name = model or (token_config or {}).get("model") or session_config.DEFAULT_MODEL
         if token_config is not None:
             token_config.pop("model", None)
+            if (token_config.get("type") == "transcription") != (session_type == "transcription"):
+                token_config = None  # a token minted for the other kind of session configures nothing here
         session = Session(
             ids=ids,
             model=ScriptedModel(server.script, seed=server.config.seed),
@@ -275,6 +278,7 @@ class Admission:
             initial_config=token_config,
             audio_seed=server.config.seed,
             audio_turns=self.audio_turns.setdefault(admitted.key_id, itertools.count()),
+            session_type=session_type,
         )
         if session_update is not None:
             update = {k: v for k, v in session_update.items() if k != "model"}
@@ -327,7 +331,7 @@ class Admission:
             session=session.id,
             conn=conn_id,
             key_id=admitted.key_id,
-            model=session.config["model"],
+            model=session.config.get("model"),
             profile=self.server.profile.name,
             dialect=session.dialect.name,
             expires_at=session.expires_at,

@@ -49,6 +49,9 @@ BETA_SHAPE_DISABLED = (
     "(or the 'openai-beta.realtime-v1' subprotocol) and use the GA interface.",
 )
 BETA_SHAPE_CLOSE = (4000, "invalid_request_error.beta_api_shape_disabled")
+# `?intent=transcription` with a model (openai/openai-python#2253 quotes the error; the close is assumed).
+TRANSCRIPTION_MODEL_GIVEN = (None, "You must not provide a model parameter for transcription sessions.")
+TRANSCRIPTION_MODEL_CLOSE = (4000, "invalid_request_error")
 
 
 @dataclass(frozen=True)
@@ -289,12 +292,21 @@ class RealtimeServer:
                 fault="reject-connects",
             )
             return ws
+        model = request.query.get("model") or request.query.get("deployment")
+        transcription = request.query.get("intent") == "transcription"
+        if transcription and model:
+            admission.record_accepted(handshake, admitted, 101, "transcription_model_given")
+            await self._reject_after_upgrade(
+                ws, conn_id, identity, TRANSCRIPTION_MODEL_GIVEN, TRANSCRIPTION_MODEL_CLOSE
+            )
+            return ws
         admission.record_accepted(handshake, admitted, 101, None)
         session = admission.new_session(
             request,
             admitted,
             self.config.ids(conn_id),
-            model=request.query.get("model") or request.query.get("deployment"),
+            model=model,
+            session_type="transcription" if transcription else "realtime",
         )
         admission.record_session(session, conn_id, admitted)
         conn = WebSocketCarrier(
@@ -319,7 +331,7 @@ class RealtimeServer:
         ws: web.WebSocketResponse,
         conn_id: str,
         identity: str,
-        error: tuple[str, str],
+        error: tuple[str | None, str],
         close: tuple[int, str],
     ) -> None:
         """Accepted, then refused as the real service does: one `error` event, then a close frame."""
