@@ -81,6 +81,7 @@ class ServerConfig:
     api_keys: list[str] = field(default_factory=list)  # empty: any key starting "sk-" is accepted
     seed: int = 0
     response_latency: float = 0.0
+    mcp_latency: float = 0.0  # how long a (scripted) remote MCP server takes to list its tools or run a call
     record_dir: str | None = None
     expiry_ending: str = "both"
     context_window: int = 32768
@@ -114,6 +115,7 @@ class ServerConfig:
             max_session=self.max_session if self.max_session is not None else self.profile_spec.max_session,
             context_window=self.context_window,
             response_latency=self.response_latency,
+            mcp_latency=self.mcp_latency,
             expiry_ending=self.expiry_ending,  # type: ignore[arg-type]
             pacing=self.pacing,
             idle_timeout=self.idle_timeout,
