@@ -265,8 +265,10 @@ class Admission:
         model_name = model or (token_config or {}).get("model") or session_config.DEFAULT_MODEL
         if token_config is not None:
             token_config.pop("model", None)
-            if (token_config.get("type") == "transcription") != (session_type == "transcription"):
-                token_config = None  # a token minted for the other kind of session configures nothing here
+            if token_config.get("type") == "transcription":
+                session_type = "transcription"  # a token minted for a transcription session opens one
+            elif session_type == "transcription":
+                token_config = None  # a realtime session's token configures nothing of a transcription one
         session = Session(
             ids=ids,
             model=ScriptedModel(server.script, seed=server.config.seed),

@@ -23,7 +23,7 @@ from . import control, plan, session_config
 from .admission import MISSING_CREDENTIAL, Admission, Refusal, incorrect_key_message, json_error
 from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
-from .engine import Limits
+from .engine import Limits, transcription
 from .faults import FaultState
 from .history import History
 from .looplag import LoopLagMonitor
@@ -295,8 +295,8 @@ class RealtimeServer:
             )
             return ws
         model = request.query.get("model") or request.query.get("deployment")
-        transcription = request.query.get("intent") == "transcription"
-        if transcription and model:
+        wants_transcription = request.query.get("intent") == "transcription"
+        if wants_transcription and model:
             admission.record_accepted(handshake, admitted, 101, "transcription_model_given")
             await self._reject_after_upgrade(
                 ws, conn_id, identity, TRANSCRIPTION_MODEL_GIVEN, TRANSCRIPTION_MODEL_CLOSE
@@ -308,7 +308,7 @@ class RealtimeServer:
             admitted,
             self.config.ids(conn_id),
             model=model,
-            session_type="transcription" if transcription else "realtime",
+            session_type="transcription" if wants_transcription else "realtime",
         )
         admission.record_session(session, conn_id, admitted)
         conn = WebSocketCarrier(
@@ -471,12 +471,17 @@ class RealtimeServer:
         ttl = (body.get("expires_after") or {}).get("seconds", default_ttl)
         session_update = dict(body.get("session") or {"type": "realtime"})
         session_update.setdefault("type", "realtime")
-        base = session_config.default_session(session_update.get("model", session_config.DEFAULT_MODEL))
-        config = session_config.merge_ga(base, session_update)
+        if transcription.is_transcription(session_update):  # a token for a transcription session
+            config = transcription.merge(transcription.default_session(), session_update)
+        else:
+            base = session_config.default_session(session_update.get("model", session_config.DEFAULT_MODEL))
+            config = session_config.merge_ga(base, session_update)
         value, token = self._mint(key, ttl, session_update, endpoint="client_secrets")
-        session = session_config.render_ga(
-            config, session_id=IdFactory.seeded(value).new("sess"), expires_at=0
-        )
+        session_id = IdFactory.seeded(value).new("sess")
+        if transcription.is_transcription(config):
+            session = transcription.render(config, session_id=session_id, expires_at=0)
+        else:
+            session = session_config.render_ga(config, session_id=session_id, expires_at=0)
         return web.json_response({"value": value, "expires_at": token.expires_at, "session": session})
 
     async def create_beta_session(self, request: web.Request) -> web.Response:

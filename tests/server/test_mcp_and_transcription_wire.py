@@ -177,3 +177,23 @@ async def test_a_model_on_a_transcription_url_is_refused(server: RealtimeServer)
             await recv(ws)
     assert ws.close_code == 4000
     assert not server.carriers
+
+
+async def test_a_token_minted_for_a_transcription_session_opens_one(server: RealtimeServer) -> None:
+    """`client_secrets` takes a transcription session (the SDK's RealtimeTranscriptionSessionCreateRequest);
+    the token opens a transcription session configured as minted."""
+    from openai.types.realtime.client_secret_create_response import ClientSecretCreateResponse
+
+    audio_input = {"transcription": {"model": "whisper-1"}}
+    minted = {"session": {"type": "transcription", "audio": {"input": audio_input}}}
+    status, body = await post(server, "/v1/realtime/client_secrets", minted)
+    assert status == 200, body
+    assert ClientSecretCreateResponse.model_validate(body).session.type == "transcription"
+    async with connect(
+        ws_url(server, "/v1/realtime?intent=transcription"),
+        additional_headers={"Authorization": f"Bearer {body['value']}"},
+    ) as ws:
+        created = await recv(ws)
+        validate_ga(created)
+        assert created["session"]["type"] == "transcription"
+        assert created["session"]["audio"]["input"]["transcription"]["model"] == "whisper-1"
