@@ -22,7 +22,7 @@ from aiohttp import web
 from . import session_config
 from .carrier import Carrier
 from .dialect import BETA, Dialect
-from .engine import Session
+from .engine import Session, transcription
 from .faults import retry_after_header
 from .model import ScriptedModel
 from .protocol import IdFactory
@@ -263,6 +263,8 @@ class Admission:
         server = self.server
         token_config = dict(admitted.config) if admitted.config else None
         model_name = model or (token_config or {}).get("model") or session_config.DEFAULT_MODEL
+        if (session_update or {}).get("type") == "transcription":
+            session_type = "transcription"  # a WebRTC call whose `session` part is a transcription session
         if token_config is not None:
             token_config.pop("model", None)
             if token_config.get("type") == "transcription":
@@ -284,7 +286,8 @@ class Admission:
         )
         if session_update is not None:
             update = {k: v for k, v in session_update.items() if k != "model"}
-            session.config = session_config.merge_ga(session.config, update)
+            merge = transcription.merge if session.is_transcription else session_config.merge_ga
+            session.config = merge(session.config, update)
         return session
 
     def attach_plans(self, request: web.Request, carrier: Carrier) -> None:

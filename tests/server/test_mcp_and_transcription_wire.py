@@ -197,3 +197,20 @@ async def test_a_token_minted_for_a_transcription_session_opens_one(server: Real
         validate_ga(created)
         assert created["session"]["type"] == "transcription"
         assert created["session"]["audio"]["input"]["transcription"]["model"] == "whisper-1"
+
+
+async def test_a_webrtc_call_whose_session_part_is_a_transcription_session(server: RealtimeServer) -> None:
+    """`POST /v1/realtime/calls` with a `session` part of type transcription opens a transcription session
+    (the call's `session` takes the same union as session.update in the SDK)."""
+    from rtsim.clients.webrtc_call import ClientCall
+
+    session = {"type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+    call = ClientCall(server.base_url, KEY, session=session)
+    await call.connect()
+    try:
+        created = await call.wait_for("session.created")
+        validate_ga(created)
+        assert created["session"]["type"] == "transcription"
+        assert created["session"]["audio"]["input"]["transcription"]["model"] == "whisper-1"
+    finally:
+        await call.close()
