@@ -263,8 +263,6 @@ class Admission:
         server = self.server
         token_config = dict(admitted.config) if admitted.config else None
         model_name = model or (token_config or {}).get("model") or session_config.DEFAULT_MODEL
-        if (session_update or {}).get("type") == "transcription":
-            session_type = "transcription"  # a WebRTC call whose `session` part is a transcription session
         if token_config is not None:
             token_config.pop("model", None)
             if token_config.get("type") == "transcription":

@@ -199,13 +199,18 @@ async def test_a_token_minted_for_a_transcription_session_opens_one(server: Real
         assert created["session"]["audio"]["input"]["transcription"]["model"] == "whisper-1"
 
 
-async def test_a_webrtc_call_whose_session_part_is_a_transcription_session(server: RealtimeServer) -> None:
-    """`POST /v1/realtime/calls` with a `session` part of type transcription opens a transcription session
-    (the call's `session` takes the same union as session.update in the SDK)."""
+async def test_a_webrtc_call_with_a_transcription_token_is_a_transcription_session(
+    server: RealtimeServer,
+) -> None:
+    """A browser opens a transcription session over WebRTC with an ephemeral token minted for one (the SDK's
+    `call_create_params` types a `session` part as a realtime session only, so the token carries it)."""
     from rtsim.clients.webrtc_call import ClientCall
 
-    session = {"type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
-    call = ClientCall(server.base_url, KEY, session=session)
+    audio_input = {"transcription": {"model": "whisper-1"}}
+    minted = {"session": {"type": "transcription", "audio": {"input": audio_input}}}
+    status, body = await post(server, "/v1/realtime/client_secrets", minted)
+    assert status == 200, body
+    call = ClientCall(server.base_url, body["value"])
     await call.connect()
     try:
         created = await call.wait_for("session.created")
