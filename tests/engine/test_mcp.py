@@ -287,3 +287,15 @@ def test_a_beta_session_ignores_mcp_tools() -> None:
     session.drain()
     session.receive({"type": "session.update", "session": {"tools": [docs_tool()]}}, 1.0)
     assert types(session.drain()) == ["session.updated"]
+
+
+def test_the_mcp_tool_fields_are_the_sdks() -> None:
+    """The accepted MCP tool fields are the SDK's `Mcp` tool param: an SDK upgrade adding one fails here."""
+    import typing
+
+    from openai.types.realtime.realtime_tools_config_union_param import Mcp
+
+    from rtsim.simulator.session_config import MCP_TOOL
+
+    assert set(MCP_TOOL.fields) == set(typing.get_type_hints(Mcp))
+    assert MCP_TOOL.required == ("server_label",)

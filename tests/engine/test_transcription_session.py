@@ -183,3 +183,20 @@ def test_every_transcription_session_event_validates() -> None:
     for event in events:
         validate_ga(event)
     assert "conversation.item.input_audio_transcription.segment" in types(events)
+
+
+def test_the_transcription_session_fields_are_the_sdks() -> None:
+    """A transcription session.update takes the SDK's transcription session request, level by level."""
+    from openai.types.realtime.realtime_transcription_session_audio_input import (
+        RealtimeTranscriptionSessionAudioInput,
+    )
+    from openai.types.realtime.realtime_transcription_session_create_request import (
+        RealtimeTranscriptionSessionCreateRequest,
+    )
+
+    from rtsim.simulator.engine.transcription import TRANSCRIPTION_SESSION
+
+    assert set(TRANSCRIPTION_SESSION.fields) == set(RealtimeTranscriptionSessionCreateRequest.model_fields)
+    audio = TRANSCRIPTION_SESSION.fields["audio"]
+    audio_input = audio.fields["input"]  # type: ignore[attr-defined]
+    assert set(audio_input.fields) == set(RealtimeTranscriptionSessionAudioInput.model_fields)
