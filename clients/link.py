@@ -98,6 +98,9 @@ class Link:
     remembered: int = 0  # how many of the client's memory entries this session holds
     responses_done: int = 0
     abandoned: bool = False
+    # MCP servers declared for this session whose tool listing has not ended yet, and "all have"
+    mcp_unlisted: set[str] = field(default_factory=set)
+    mcp_listed: asyncio.Event = field(default_factory=asyncio.Event)
     event_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     @property

@@ -25,6 +25,11 @@ It is written to be read. Each pattern lives in one place:
 - barge-in           `barge_in.BargeIn`: assistant audio plays on a playback clock as it arrives (faster than
                      real time); a user turn over it cancels the response (if still generating) and truncates
                      the item at the position played, not at what arrived.
+- remote MCP tools   a new session gets the MCP servers with the rest of the session config and lists their
+                     tools anew: `_mcp_listed` holds the session's first turn until the listings ended (the
+                     model cannot call a tool not listed yet). `_mcp_follow_up`: a response that ends with
+                     an MCP call (or an approval request, which it approves: a real app would ask its user)
+                     is followed by `response.create`, whose reply answers the turn, as openai-agents-js does.
 - liveness           `_liveness` (a ping every RTSIM_PING_INTERVAL; dead when neither its pong nor any frame
                      came within RTSIM_PING_TIMEOUT: on a slow link a burst of audio delays the pong) and
                      `_watchdog` (a response asked for or underway and nothing heard for
@@ -321,6 +326,11 @@ class ReferenceClient:
             last_event_at=now,
         )
         self.links.append(link)
+        link.mcp_unlisted = {
+            str(tool.get("server_label")) for tool in self.scenario.tools if tool.get("type") == "mcp"
+        }
+        if not link.mcp_unlisted:
+            link.mcp_listed.set()
         link.reader = asyncio.create_task(self._read(link))
         if self.settings.ping_interval:
             link.liveness = asyncio.create_task(self._liveness(link))
@@ -336,7 +346,15 @@ class ReferenceClient:
         except (Retry, ConnectionClosed) as exc:
             await self._close_link(link, "failed while restoring")
             raise Retry(f"lost while restoring the context: {exc}") from None
+        await self._mcp_listed(link)
         return link
+
+    async def _mcp_listed(self, link: Link) -> None:
+        """Wait (at most open_timeout) until every declared MCP server's tool listing has ended."""
+        try:
+            await asyncio.wait_for(link.mcp_listed.wait(), self.settings.open_timeout)
+        except TimeoutError:
+            self.log("mcp_tools_not_listed", session=link.session_id, servers=sorted(link.mcp_unlisted))
 
     async def _restore(self, link: Link) -> None:
         restored = await self.memory.restore(link, timeout=self.settings.open_timeout)
@@ -424,6 +442,11 @@ class ReferenceClient:
                 self.log("rate_limited", session=link.session_id, limits=exhausted)
 
     def _on_item(self, link: Link, item: dict[str, Any]) -> None:
+        if item.get("type") == "mcp_list_tools":  # listed (or failed): conversation.item.done ends it
+            link.mcp_unlisted.discard(str(item.get("server_label")))
+            if not link.mcp_unlisted:
+                link.mcp_listed.set()
+            return
         link.acknowledge(str(item.get("id")), created=True)
         turn = link.inflight
         if item.get("role") == "user" and turn is not None and turn.spec.mode == "audio":
@@ -452,6 +475,10 @@ class ReferenceClient:
         link.responses_done += 1
         await self.barge_in.on_response_done(link, response_id)
         turn = link.response_turns.pop(response_id, None)
+        if turn is not None and status == "completed" and await self._mcp_follow_up(link, response):
+            turn.response_id = None  # the follow-up response answers the turn
+            link.awaiting_since = now
+            return
         text = response_text(response)
         details = response.get("status_details") or {}
         if turn is None:
@@ -485,6 +512,25 @@ class ReferenceClient:
         if link.inflight is turn:
             link.inflight = None
         self.wake.set()
+
+    async def _mcp_follow_up(self, link: Link, response: dict[str, Any]) -> bool:
+        """After a response that used a remote MCP tool, ask for the one that answers from it (True)."""
+        outputs = response.get("output") or ()
+        requests = [item for item in outputs if item.get("type") == "mcp_approval_request"]
+        calls = [item for item in outputs if item.get("type") == "mcp_call"]
+        if not requests and not calls:
+            return False
+        for request in requests:
+            answer = {"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}
+            await link.send(create_item(answer))
+        self.log(
+            "mcp_follow_up",
+            session=link.session_id,
+            approved=[request.get("name") for request in requests],
+            calls=[{"name": call.get("name"), "failed": call.get("error") is not None} for call in calls],
+        )
+        await link.send({"type": "response.create"})
+        return True
 
     def _interrupt(self, link: Link, turn: TrackedTurn) -> None:
         # Keep the user's words; the cut-off reply is not what they heard, so it is not restored.

@@ -8,7 +8,7 @@ A scenario file (YAML) looks like::
     transport: websocket            # or webrtc (the default client: reference, or reference-webrtc)
     time_scale: 1                   # divide every time below by this (see "Time compression")
     server: {max_session: 3600, token_ttl: 600, expiry_ending: both, idle_timeout: null,
-             max_sessions_per_key: null, response_latency: 0, pacing: 1}
+             max_sessions_per_key: null, response_latency: 0, mcp_latency: 0, pacing: 1}
     duration: 12                    # seconds the client runs (its `end_at`)
     instructions: "Be brief."       # optional session instructions, tools: [...] optional
     user:                           # the user's side, handed to the client (clients/README.md)
@@ -54,6 +54,7 @@ SERVER_KEYS = (
     "expiry_ending",
     "max_sessions_per_key",
     "response_latency",
+    "mcp_latency",
     "pacing",
     "context_window",
     "models",

@@ -22,7 +22,7 @@ from aiohttp import web
 from . import session_config
 from .carrier import Carrier
 from .dialect import BETA, Dialect
-from .engine import Session
+from .engine import Session, transcription
 from .faults import retry_after_header
 from .model import ScriptedModel
 from .protocol import IdFactory
@@ -287,6 +287,7 @@ class Admission:
         *,
         model: str | None = None,
         session_update: dict[str, Any] | None = None,
+        session_type: str = "realtime",
     ) -> Session:
         """The engine session of an admitted handshake: its model, dialect, the token's config, then the
         request's own `session_update` (a WebRTC call's `session` part); raises RealtimeError if invalid."""
@@ -295,6 +296,10 @@ class Admission:
         model_name = model or (token_config or {}).get("model") or session_config.DEFAULT_MODEL
         if token_config is not None:
             token_config.pop("model", None)
+            if token_config.get("type") == "transcription":
+                session_type = "transcription"  # a token minted for a transcription session opens one
+            elif session_type == "transcription":
+                token_config = None  # a realtime session's token configures nothing of a transcription one
         session = Session(
             ids=ids,
             model=ScriptedModel(server.script, seed=server.config.seed),
@@ -306,10 +311,12 @@ class Admission:
             initial_config=token_config,
             audio_seed=server.config.seed,
             audio_turns=self.audio_turns.setdefault(admitted.key_id, itertools.count()),
+            session_type=session_type,
         )
         if session_update is not None:
             update = {k: v for k, v in session_update.items() if k != "model"}
-            session.config = session_config.merge_ga(session.config, update)
+            merge = transcription.merge if session.is_transcription else session_config.merge_ga
+            session.config = merge(session.config, update)
         return session
 
     def attach_plans(self, request: web.Request, carrier: Carrier) -> None:
@@ -364,7 +371,7 @@ class Admission:
             session=session.id,
             conn=conn_id,
             key_id=admitted.key_id,
-            model=session.config["model"],
+            model=session.config.get("model"),
             profile=self.server.profile.name,
             dialect=session.dialect.name,
             expires_at=session.expires_at,

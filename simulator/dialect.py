@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import session_config
+from . import protocol, session_config
 
 BETA_EVENT_NAMES = {
     "response.output_audio.delta": "response.audio.delta",
@@ -21,7 +21,14 @@ BETA_EVENT_NAMES = {
     "response.output_text.done": "response.text.done",
     "conversation.item.added": "conversation.item.created",
 }
-GA_ONLY_EVENTS = frozenset({"conversation.item.done", "input_audio_buffer.timeout_triggered"})
+GA_ONLY_EVENTS = frozenset(
+    {
+        "conversation.item.done",
+        "input_audio_buffer.timeout_triggered",
+        "conversation.item.input_audio_transcription.segment",  # gpt-4o-transcribe-diarize came with GA
+        *protocol.MCP_EVENT_TYPES,
+    }
+)
 BETA_PART_TYPES = {"output_text": "text", "output_audio": "audio"}
 GA_PART_TYPES = {"text": "output_text", "audio": "output_audio"}
 

@@ -21,6 +21,8 @@ Reply formats (exact; use the helper functions below rather than copying strings
                                    "The wifi password is hunter2." / "I don't know the wifi password."
 - "do you remember me?":           every known fact's reply joined by " ", or ``NOTHING_REMEMBERED_REPLY``
 - after a function_call_output:    ``tool_result_reply(output)`` "The result is: <output>."
+  (an MCP call's output or error counts the same)
+- an MCP approval declined:        ``mcp_declined_reply(name)`` "I won't use <name>, as you asked."
 Every "unknown" reply starts with ``UNKNOWN_PREFIX`` ("I don't know"); see ``is_unknown_reply``.
 Attribute and subject names in replies are the question's words as asked ("what's my favorite color?" ->
 "Your favorite color is green."); values keep the casing they were stated with. Known subjects start with a
@@ -70,8 +72,25 @@ A script fixes replies, transcripts of user audio, and tool calls. Example::
       - match: "(?P<greeting>hello|hi)\\b"
         say: "{greeting} {name}!"      # {name}: a recalled fact
 
+MCP servers (``type: "mcp"`` tools) are scripted too; the server never calls out::
+
+    mcp_servers:               # what listing each server_label's tools returns
+      docs:
+        tools:
+          - {name: search_docs, description: "Search the docs", input_schema: {type: object}}
+    replies:
+      - match: "search the docs for (\\w+)"
+        mcp_call:
+          server_label: docs   # optional: the first listed server offering the tool
+          name: search_docs
+          arguments: {query: "{1}"}
+          output: "3 pages about {1}"   # or error: "..." (the call fails with a tool_execution_error)
+        after_tool: "I found {output}."
+
 A rule has ``match`` and/or ``turn`` (both must hold; neither = always), then ``say`` and/or
-``tool_call`` (one mapping) / ``tool_calls`` (a list), and optionally ``after_tool``. Templates use
+``tool_call`` (one mapping) / ``tool_calls`` (a list) / ``mcp_call``, and optionally ``after_tool``.
+An ``mcp_call`` rule fires only once its server's tools are listed and the tool is allowed; a server
+label the script does not describe lists no tools. Templates use
 str.format fields: ``{0}`` the whole match, ``{1}``.. regex groups, ``{group_name}`` named groups,
 ``{text}`` the user turn, ``{output}`` the tool output (``after_tool``), and any fact by its key
 (``{name}``, ``{favourite colour}``, ``{home}``, ``{origin}``, ``{the wifi password}``); unknown fields
@@ -83,12 +102,13 @@ reproducible. The seed only feeds call_ids: replies do not vary with it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import re
 import string
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from os import PathLike
@@ -129,6 +149,10 @@ def echo_reply(text: str) -> str:
 
 def tool_result_reply(output: str) -> str:
     return f"The result is: {output.strip()}."
+
+
+def mcp_declined_reply(name: str) -> str:
+    return f"I won't use {name}, as you asked."
 
 
 def attribute_reply(attribute: str, value: str | None) -> str:
@@ -172,9 +196,22 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class McpCall:
+    """A call of a tool on a remote MCP server, as the model makes it and the script answers it."""
+
+    server_label: str
+    name: str
+    arguments: str  # JSON text, streamed as `response.mcp_call_arguments.delta`
+    output: str | None = None  # what the server returns, or
+    error: str | None = None  # the tool's execution error
+    approval_request_id: str | None = None  # set when the call runs on an approved request
+
+
+@dataclass(frozen=True)
 class Reply:
     text: str  # may be "" when the reply is only tool calls
     tool_calls: tuple[ToolCall, ...] = ()
+    mcp_calls: tuple[McpCall, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,6 +271,9 @@ def item_text(item: Mapping[str, Any]) -> str:
                                           _as_text(item.get("arguments"))) if text)
     if kind == "function_call_output":
         return _as_text(item.get("output"))
+    if kind in ("mcp_call", "mcp_approval_request"):
+        parts = (item.get("name"), _as_text(item.get("arguments")), _as_text(item.get("output")))
+        return " ".join(part for part in parts if isinstance(part, str) and part)
     return ""
 
 
@@ -676,6 +716,76 @@ class Rule:
     say: str | None = None
     tool_calls: tuple[ToolCallTemplate, ...] = ()
     after_tool: str | None = None
+    mcp_call: McpCallTemplate | None = None
+
+
+@dataclass(frozen=True)
+class McpCallTemplate:
+    name: str
+    server_label: str | None = None  # None: the first listed server that offers the tool
+    arguments: Any = None  # as a tool call's
+    output: str | None = None  # a template
+    error: str | None = None  # a template; the call fails
+
+
+@dataclass(frozen=True)
+class McpToolSpec:
+    """One tool a scripted MCP server lists (the SDK's `RealtimeMcpListTools.Tool`)."""
+
+    name: str
+    input_schema: Any
+    description: str | None = None
+
+    def listed(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "annotations": None,
+        }
+
+
+def _parse_mcp_call(data: Any, where: str) -> McpCallTemplate:
+    if not isinstance(data, Mapping):
+        raise ScriptError(f"{where}: an MCP call is a mapping: 'name', 'arguments', 'output' or 'error'")
+    unknown = set(data) - {"name", "server_label", "arguments", "output", "error"}
+    if unknown:
+        raise ScriptError(f"{where}: unknown keys {sorted(unknown)}")
+    call = _parse_tool_call({k: data[k] for k in ("name", "arguments") if k in data}, where)
+    label = data.get("server_label")
+    if label is not None and (not isinstance(label, str) or not label):
+        raise ScriptError(f"{where}.server_label: expected a non-empty string")
+    if "output" in data and "error" in data:
+        raise ScriptError(f"{where}: an MCP call has an 'output' or an 'error', not both")
+    output = _template_field(data["output"], f"{where}.output") if data.get("output") is not None else None
+    error = _template_field(data["error"], f"{where}.error") if data.get("error") is not None else None
+    return McpCallTemplate(call.name, label, call.arguments, output, error)
+
+
+def _parse_mcp_servers(data: Any) -> dict[str, tuple[McpToolSpec, ...]]:
+    if not isinstance(data, Mapping):
+        raise ScriptError("mcp_servers: expected a mapping of server_label to {tools: [...]}")
+    servers: dict[str, tuple[McpToolSpec, ...]] = {}
+    for label, server in data.items():
+        where = f"mcp_servers.{label}"
+        if not isinstance(server, Mapping) or set(server) - {"tools"}:
+            raise ScriptError(f"{where}: expected a mapping with 'tools'")
+        tools = server.get("tools") or []
+        if not isinstance(tools, list):
+            raise ScriptError(f"{where}.tools: expected a list")
+        specs = []
+        for index, tool in enumerate(tools):
+            at = f"{where}.tools[{index}]"
+            if not isinstance(tool, Mapping) or set(tool) - {"name", "description", "input_schema"}:
+                raise ScriptError(f"{at}: expected a mapping with 'name', 'description', 'input_schema'")
+            name, description = tool.get("name"), tool.get("description")
+            if not isinstance(name, str) or not name:
+                raise ScriptError(f"{at}.name: expected a non-empty string")
+            if description is not None and not isinstance(description, str):
+                raise ScriptError(f"{at}.description: expected a string")
+            specs.append(McpToolSpec(name, tool.get("input_schema") or {"type": "object"}, description))
+        servers[str(label)] = tuple(specs)
+    return servers
 
 
 def _parse_tool_call(data: Any, where: str) -> ToolCallTemplate:
@@ -702,7 +812,7 @@ def _parse_tool_call(data: Any, where: str) -> ToolCallTemplate:
 def _parse_rule(data: Any, where: str) -> Rule:
     if not isinstance(data, Mapping):
         raise ScriptError(f"{where}: a rule is a mapping")
-    unknown = set(data) - {"match", "turn", "say", "tool_call", "tool_calls", "after_tool"}
+    unknown = set(data) - {"match", "turn", "say", "tool_call", "tool_calls", "mcp_call", "after_tool"}
     if unknown:
         raise ScriptError(f"{where}: unknown keys {sorted(unknown)}")
     pattern = None
@@ -725,14 +835,15 @@ def _parse_rule(data: Any, where: str) -> Rule:
             raise ScriptError(f"{where}.tool_calls: expected a list")
         tool_calls += [_parse_tool_call(call, f"{where}.tool_calls[{index}]")
                        for index, call in enumerate(data["tool_calls"])]
+    mcp_call = _parse_mcp_call(data["mcp_call"], f"{where}.mcp_call") if data.get("mcp_call") else None
     after_tool = None
     if data.get("after_tool") is not None:
-        if not tool_calls:
+        if not tool_calls and mcp_call is None:
             raise ScriptError(f"{where}.after_tool: only a rule with a tool call can have after_tool")
         after_tool = _template_field(data["after_tool"], f"{where}.after_tool")
-    if say is None and not tool_calls:
-        raise ScriptError(f"{where}: a rule needs 'say' or 'tool_call'")
-    return Rule(pattern, turn, say, tuple(tool_calls), after_tool)
+    if say is None and not tool_calls and mcp_call is None:
+        raise ScriptError(f"{where}: a rule needs 'say' or 'tool_call' (or 'mcp_call')")
+    return Rule(pattern, turn, say, tuple(tool_calls), after_tool, mcp_call)
 
 
 @dataclass(frozen=True)
@@ -741,6 +852,7 @@ class Script:
     transcripts: tuple[str | None, ...] = ()
     default: str = DEFAULT_RECALL  # "recall", "echo" or a fixed reply template
     require_declared_tools: bool = True
+    mcp_servers: Mapping[str, tuple[McpToolSpec, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Script:
@@ -748,7 +860,7 @@ class Script:
             return cls()
         if not isinstance(data, Mapping):
             raise ScriptError("a script is a mapping with 'replies', 'transcripts' and/or 'default'")
-        unknown = set(data) - {"replies", "transcripts", "default", "require_declared_tools"}
+        unknown = set(data) - {"replies", "transcripts", "default", "require_declared_tools", "mcp_servers"}
         if unknown:
             raise ScriptError(f"unknown script keys {sorted(unknown)}")
         replies = data.get("replies") or []
@@ -767,6 +879,7 @@ class Script:
             transcripts=tuple(transcripts),
             default=default,
             require_declared_tools=require_declared_tools,
+            mcp_servers=_parse_mcp_servers(data.get("mcp_servers") or {}),
         )
 
     @classmethod
@@ -897,10 +1010,27 @@ class _Turn:
     def trailing_tool_outputs(self) -> list[str]:
         outputs: list[str] = []
         for item in reversed(self.items):
-            if not (_is_mapping(item) and item.get("type") == "function_call_output"):
+            kind = item.get("type") if _is_mapping(item) else None
+            if kind == "function_call_output":
+                outputs.append(_as_text(item.get("output")).strip())
+            elif kind == "mcp_call" and (item.get("output") is not None or item.get("error")):
+                error = item.get("error")
+                message = error.get("message") if _is_mapping(error) else None
+                outputs.append(_as_text(message if message is not None else item.get("output")).strip())
+            else:
                 break
-            outputs.append(_as_text(item.get("output")).strip())
         return outputs[::-1]
+
+    def approval_answered(self) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+        """(the approval request, its response) when the last item answers an MCP approval request."""
+        last = self.items[-1] if self.items else None
+        if not (_is_mapping(last) and last.get("type") == "mcp_approval_response"):
+            return None
+        wanted = last.get("approval_request_id")
+        for item in self.items:
+            if _is_mapping(item) and item.get("type") == "mcp_approval_request" and item.get("id") == wanted:
+                return item, last
+        return None
 
 
 class ScriptedModel:
@@ -917,15 +1047,22 @@ class ScriptedModel:
         instructions: str = "",
         tools: Sequence[Mapping[str, Any]] = (),
         response_index: int = 0,
+        mcp_tools: Mapping[str, Collection[str]] | None = None,
     ) -> Reply:
+        """The reply to the conversation. `mcp_tools`: the tools each MCP server (by label) has listed and
+        allows; a rule calls an MCP tool only when it is there."""
         turn = _Turn(_as_items(conversation), instructions if isinstance(instructions, str) else "")
         declared_tools = _declared_tool_names(tools)
+        available = mcp_tools or {}
+        answered = turn.approval_answered()
+        if answered is not None:
+            return self._after_approval(turn, *answered, declared_tools, available)
         outputs = turn.trailing_tool_outputs()
         if outputs:
-            return Reply(self._resume_after_tools(turn, outputs, declared_tools))
+            return Reply(self._resume_after_tools(turn, outputs, declared_tools, available))
         if turn.last_user_index is None:
             return Reply(GREETING_REPLY)
-        selected = self._select_rule(turn, declared_tools)
+        selected = self._select_rule(turn, declared_tools, available)
         if selected is None:
             return Reply(self._default_reply(turn))
         rule, match = selected
@@ -936,7 +1073,16 @@ class ScriptedModel:
                      self._call_id(turn.user_turn, response_index, position))
             for position, call in enumerate(rule.tool_calls)
         )
-        return Reply(text, calls)
+        mcp_calls: tuple[McpCall, ...] = ()
+        label = _mcp_server_for(rule.mcp_call, available) if rule.mcp_call is not None else None
+        if rule.mcp_call is not None and label is not None:
+            arguments = self._render_arguments(formatter, rule.mcp_call.arguments)
+            mcp_calls = (self._mcp_result(formatter, rule.mcp_call, label, arguments),)
+        return Reply(text, calls, mcp_calls)
+
+    def list_mcp_tools(self, server_label: str) -> list[dict[str, Any]]:
+        """What listing an MCP server's tools returns: the script's tools (none for an unscripted label)."""
+        return [tool.listed() for tool in self.script.mcp_servers.get(server_label, ())]
 
     def transcribe(self, user_audio_turn: int) -> str | None:
         """Transcript for the Nth (0-based) user audio item of a session, from the script;
@@ -950,7 +1096,10 @@ class ScriptedModel:
     # -- internals ----------------------------------------------------------------------------------
 
     def _select_rule(
-        self, turn: _Turn, declared_tools: frozenset[str]
+        self,
+        turn: _Turn,
+        declared_tools: frozenset[str],
+        mcp_tools: Mapping[str, Collection[str]],
     ) -> tuple[Rule, re.Match[str] | None] | None:
         for rule in self.script.replies:
             if rule.turn is not None and rule.turn != turn.user_turn:
@@ -959,6 +1108,8 @@ class ScriptedModel:
                 call.name not in declared_tools for call in rule.tool_calls
             ):
                 continue
+            if rule.mcp_call is not None and _mcp_server_for(rule.mcp_call, mcp_tools) is None:
+                continue  # the model cannot call a tool no listed server offers
             match = None
             if rule.pattern is not None:
                 match = rule.pattern.search(turn.user_text)
@@ -975,14 +1126,53 @@ class ScriptedModel:
             return echo_reply(turn.user_text)
         return self._render(self._formatter(turn, None), default)
 
-    def _resume_after_tools(self, turn: _Turn, outputs: list[str], declared_tools: frozenset[str]) -> str:
+    def _resume_after_tools(
+        self,
+        turn: _Turn,
+        outputs: list[str],
+        declared_tools: frozenset[str],
+        mcp_tools: Mapping[str, Collection[str]],
+    ) -> str:
         output = "; ".join(outputs)
         # The rule that made the call is found again: selection is deterministic for the same user turn.
-        selected = self._select_rule(turn, declared_tools) if turn.last_user_index is not None else None
+        selected = (
+            self._select_rule(turn, declared_tools, mcp_tools) if turn.last_user_index is not None else None
+        )
         if selected is not None and selected[0].after_tool is not None:
             rule, match = selected
             return self._render(self._formatter(turn, match, output=output), rule.after_tool or "")
         return tool_result_reply(output)
+
+    def _after_approval(
+        self,
+        turn: _Turn,
+        request: Mapping[str, Any],
+        answer: Mapping[str, Any],
+        declared_tools: frozenset[str],
+        mcp_tools: Mapping[str, Collection[str]],
+    ) -> Reply:
+        """An answered MCP approval request: the approved call runs; a declined one is not made."""
+        name, label = str(request.get("name", "")), str(request.get("server_label", ""))
+        if not answer.get("approve"):
+            return Reply(mcp_declined_reply(name))
+        arguments = _as_text(request.get("arguments")) or "{}"
+        template = McpCallTemplate(name)
+        formatter = self._formatter(turn, None)
+        selected = None
+        if turn.last_user_index is not None:
+            selected = self._select_rule(turn, declared_tools, mcp_tools)
+        if selected is not None and selected[0].mcp_call is not None and selected[0].mcp_call.name == name:
+            template, formatter = selected[0].mcp_call, self._formatter(turn, selected[1])
+        call = self._mcp_result(formatter, template, label, arguments)
+        return Reply("", mcp_calls=(dataclasses.replace(call, approval_request_id=str(request.get("id"))),))
+
+    def _mcp_result(
+        self, formatter: _TemplateFormatter, template: McpCallTemplate, label: str, arguments: str
+    ) -> McpCall:
+        if template.error is not None:
+            return McpCall(label, template.name, arguments, error=self._render(formatter, template.error))
+        output = self._render(formatter, template.output) if template.output is not None else ""
+        return McpCall(label, template.name, arguments, output=output)
 
     def _formatter(self, turn: _Turn, match: re.Match[str] | None, *, output: str = "") -> _TemplateFormatter:
         reserved = {"text": turn.user_text, "output": output}
@@ -1018,6 +1208,13 @@ class ScriptedModel:
     def _call_id(self, user_turn: int, response_index: int, position: int) -> str:
         digest = hashlib.sha256(f"{self.seed}:{user_turn}:{response_index}:{position}".encode()).hexdigest()
         return f"call_{digest[:16]}"
+
+
+def _mcp_server_for(template: McpCallTemplate, mcp_tools: Mapping[str, Collection[str]]) -> str | None:
+    """The label of the listed MCP server that offers the template's tool (its own label, if it names one)."""
+    if template.server_label is not None:
+        return template.server_label if template.name in mcp_tools.get(template.server_label, ()) else None
+    return next((label for label, names in mcp_tools.items() if template.name in names), None)
 
 
 class _LazyFacts(Mapping[str, str]):

@@ -32,6 +32,19 @@ CLIENT_EVENT_TYPES = (
 
 # Every server event type the simulator emits (GA names). Tests drive each one and validate it against
 # the SDK's `RealtimeServerEvent` union; a static test keeps this list in step with the source.
+# Remote MCP tools' events (GA only: the beta shape had no MCP).
+MCP_EVENT_TYPES = frozenset(
+    {
+        "mcp_list_tools.in_progress",
+        "mcp_list_tools.completed",
+        "mcp_list_tools.failed",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.mcp_call.failed",
+    }
+)
 SERVER_EVENT_TYPES = frozenset(
     {
         "error",
@@ -50,6 +63,7 @@ SERVER_EVENT_TYPES = frozenset(
         "conversation.item.input_audio_transcription.delta",
         "conversation.item.input_audio_transcription.completed",
         "conversation.item.input_audio_transcription.failed",
+        "conversation.item.input_audio_transcription.segment",
         "response.created",
         "response.done",
         "response.output_item.added",
@@ -65,6 +79,7 @@ SERVER_EVENT_TYPES = frozenset(
         "response.function_call_arguments.delta",
         "response.function_call_arguments.done",
         "rate_limits.updated",
+        *MCP_EVENT_TYPES,
     }
 )
 

@@ -55,6 +55,13 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="delay between response.created and the first output",
     )
+    parser.add_argument(
+        "--mcp-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a scripted remote MCP server takes to list its tools or to run a call",
+    )
     parser.add_argument("--record", metavar="DIR", help="write the history as JSON Lines into DIR")
     parser.add_argument(
         "--expiry-ending",
@@ -158,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         # Without an explicit --seed nobody relies on reproducible ids, so an outsider must not predict them.
         id_secret="" if args.seed is not None else secrets.token_hex(16),
         response_latency=args.response_latency,
+        mcp_latency=args.mcp_latency,
         record_dir=args.record,
         expiry_ending=args.expiry_ending,
         models=args.models,

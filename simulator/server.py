@@ -31,7 +31,7 @@ from .admission import (
 )
 from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
-from .engine import Limits
+from .engine import Limits, transcription
 from .engine.state import AUDIO_START_DELAY, FASTER_THAN_REAL_TIME, TRANSCRIPTION_DELAY
 from .faults import FaultState
 from .history import History
@@ -61,6 +61,9 @@ BETA_SHAPE_DISABLED = (
 BETA_SHAPE_CLOSE = (4000, "invalid_request_error.beta_api_shape_disabled")
 # base64 of "rtsim-simulated-webhook-secret"; real deployments set their own with --webhook-secret
 DEFAULT_WEBHOOK_SECRET = "whsec_cnRzaW0tc2ltdWxhdGVkLXdlYmhvb2stc2VjcmV0"
+# `?intent=transcription` with a model (openai/openai-python#2253 quotes the error; the close is assumed).
+TRANSCRIPTION_MODEL_GIVEN = (None, "You must not provide a model parameter for transcription sessions.")
+TRANSCRIPTION_MODEL_CLOSE = (4000, "invalid_request_error")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class ServerConfig:
     api_keys: list[str] = field(default_factory=list)  # empty: any key starting "sk-" is accepted
     seed: int = 0
     response_latency: float = 0.0
+    mcp_latency: float = 0.0  # how long a (scripted) remote MCP server takes to list its tools or run a call
     record_dir: str | None = None
     expiry_ending: str | None = None  # None: the profile's (Azure: server_error; otherwise both)
     context_window: int = 32768
@@ -150,6 +154,7 @@ class ServerConfig:
             max_session=self.max_session if self.max_session is not None else self.profile_spec.max_session,
             context_window=self.context_window,
             response_latency=self.response_latency,
+            mcp_latency=self.mcp_latency,
             expiry_ending=self.expiry_ending or self.profile_spec.expiry_ending,  # type: ignore[arg-type]
             pacing=self.pacing,
             transcription_delay=self.transcription_delay,
@@ -366,12 +371,21 @@ class RealtimeServer:
                 fault="reject-connects",
             )
             return ws
+        model = request.query.get("model") or request.query.get("deployment")
+        wants_transcription = request.query.get("intent") == "transcription"
+        if wants_transcription and model:
+            admission.record_accepted(handshake, admitted, 101, "transcription_model_given")
+            await self._reject_after_upgrade(
+                ws, conn_id, identity, TRANSCRIPTION_MODEL_GIVEN, TRANSCRIPTION_MODEL_CLOSE
+            )
+            return ws
         admission.record_accepted(handshake, admitted, 101, None)
         session = admission.new_session(
             request,
             admitted,
             self.config.ids(conn_id),
-            model=request.query.get("model") or request.query.get("deployment"),
+            model=model,
+            session_type="transcription" if wants_transcription else "realtime",
         )
         admission.record_session(session, conn_id, admitted)
         conn = WebSocketCarrier(
@@ -535,12 +549,17 @@ class RealtimeServer:
         ttl = (body.get("expires_after") or {}).get("seconds", default_ttl)
         session_update = dict(body.get("session") or {"type": "realtime"})
         session_update.setdefault("type", "realtime")
-        base = session_config.default_session(session_update.get("model", session_config.DEFAULT_MODEL))
-        config = session_config.merge_ga(base, session_update)
+        if transcription.is_transcription(session_update):  # a token for a transcription session
+            config = transcription.merge(transcription.default_session(), session_update)
+        else:
+            base = session_config.default_session(session_update.get("model", session_config.DEFAULT_MODEL))
+            config = session_config.merge_ga(base, session_update)
         value, token = self._mint(key, ttl, session_update, endpoint="client_secrets")
-        session = session_config.render_ga(
-            config, session_id=IdFactory.seeded(value).new("sess"), expires_at=0
-        )
+        session_id = IdFactory.seeded(value).new("sess")
+        if transcription.is_transcription(config):
+            session = transcription.render(config, session_id=session_id, expires_at=0)
+        else:
+            session = session_config.render_ga(config, session_id=session_id, expires_at=0)
         return web.json_response({"value": value, "expires_at": token.expires_at, "session": session})
 
     async def create_beta_session(self, request: web.Request) -> web.Response:

@@ -165,7 +165,30 @@ FUNCTION_TOOL = Obj(
     {"type": Str(), "name": Str(max_length=64), "description": Str(), "parameters": AnyValue()},
     required=("name",),
 )
-TOOLS = List(Tagged("type", {"function": FUNCTION_TOOL, "mcp": Obj({}, open=True)}), max_items=128)
+# A remote MCP server as the SDK's `realtime_tools_config_union_param.Mcp` describes it (rtsim never calls
+# it: its tools and results come from the script). Which of server_url / connector_id / tunnel_id is given
+# is checked by the engine's MCP part.
+_MCP_TOOL_FILTER = Obj({"read_only": Bool(), "tool_names": List(Str())})
+MCP_TOOL = Obj(
+    {
+        "type": Str(),
+        "server_label": Str(),
+        "server_url": Str(),
+        "connector_id": Str(),
+        "tunnel_id": Str(),
+        "authorization": Str(),
+        "headers": Nullable(Obj({}, open=True)),
+        "server_description": Str(),
+        "allowed_tools": Nullable(OneOf((List(Str()), _MCP_TOOL_FILTER))),
+        "allowed_callers": Nullable(List(Enum(("direct", "programmatic")))),
+        "require_approval": Nullable(
+            OneOf((Enum(("always", "never")), Obj({"always": _MCP_TOOL_FILTER, "never": _MCP_TOOL_FILTER})))
+        ),
+        "defer_loading": Bool(),
+    },
+    required=("server_label",),
+)
+TOOLS = List(Tagged("type", {"function": FUNCTION_TOOL, "mcp": MCP_TOOL}), max_items=128)
 TOOL_CHOICE = OneOf(
     (
         Enum(("auto", "none", "required")),

@@ -92,7 +92,7 @@ def describe(conn: Carrier) -> dict[str, Any]:
         "session": session.id,
         "conn": conn.conn_id,
         "key_id": conn.key_id,
-        "model": session.config["model"],
+        "model": session.config.get("model"),
         "transport": conn.transport,
         "age_s": round(conn.loop.time() - session.started_at, 3),
         "expires_at": session.expires_at,

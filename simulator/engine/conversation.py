@@ -11,7 +11,7 @@ from typing import Any
 from .. import session_config
 from ..model import count_tokens, item_text
 from ..protocol import RealtimeError, invalid_value, missing_parameter
-from ..schema import Enum, List, Obj, OneOf, Str, Tagged, check
+from ..schema import Bool, Enum, List, Obj, OneOf, Str, Tagged, check
 from .state import BYTES_PER_MS, SessionState
 
 AUDIO_TOKENS_PER_SECOND = 10  # the real service bills roughly ten audio tokens per second
@@ -60,9 +60,26 @@ _FUNCTION_OUTPUT = Obj(
     },
     required=("call_id", "output"),
 )
+# The client's answer to an MCP approval request (the SDK's `RealtimeMcpApprovalResponseParam`; its `id` may
+# be left to the server, as openai-agents-js's `sendMcpResponse` does).
+_MCP_APPROVAL_RESPONSE = Obj(
+    {
+        "id": Str(max_length=32),
+        "type": Str(),
+        "approval_request_id": Str(),
+        "approve": Bool(),
+        "reason": OneOf((Str(), Enum((None,)))),
+    },
+    required=("approval_request_id", "approve"),
+)
 ITEM = Tagged(
     "type",
-    {"message": _MESSAGE, "function_call": _FUNCTION_CALL, "function_call_output": _FUNCTION_OUTPUT},
+    {
+        "message": _MESSAGE,
+        "function_call": _FUNCTION_CALL,
+        "function_call_output": _FUNCTION_OUTPUT,
+        "mcp_approval_response": _MCP_APPROVAL_RESPONSE,
+    },
 )
 PARTS_BY_ROLE = {
     "user": ("input_text", "input_audio", "input_image"),
@@ -180,6 +197,9 @@ class Conversation:
                 f"Item with id '{item_id}' already exists.", code="item_already_exists", param="item.id"
             )
         data["id"] = item_id
+        if data["type"] == "mcp_approval_response":
+            self._check_approval_response(data)
+            return Item(data, item_tokens("", 0))  # MCP items carry no object or status (the SDK's types)
         data["status"] = "completed"
         audio_ms = 0
         if data["type"] == "message":
@@ -203,6 +223,26 @@ class Conversation:
         elif data["type"] == "function_call":
             data.setdefault("call_id", self.state.ids.new("call"))
         return Item(data, item_tokens(item_text(data), audio_ms), audio_ms=audio_ms)
+
+    def _check_approval_response(self, data: dict[str, Any]) -> None:
+        wanted = data["approval_request_id"]
+        request = self.by_id.get(wanted)
+        if request is None or request.data.get("type") != "mcp_approval_request":
+            raise RealtimeError(
+                f"MCP approval request with id '{wanted}' not found.",
+                code="item_not_found",
+                param="item.approval_request_id",
+            )
+        answered = any(
+            it.data.get("type") == "mcp_approval_response" and it.data.get("approval_request_id") == wanted
+            for it in self.items
+        )
+        if answered:
+            raise RealtimeError(
+                f"MCP approval request '{wanted}' has already been answered.",
+                code="invalid_value",
+                param="item.approval_request_id",
+            )
 
     def insert(self, item: Item, previous_id: str | None) -> Item:
         """Insert after `previous_id` (None or "root": first) and announce it as added and done."""

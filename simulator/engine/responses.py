@@ -21,6 +21,7 @@ from ..model import Reply, count_tokens, item_text
 from ..protocol import RealtimeError
 from ..schema import AnyValue, Bool, Enum, List, Obj, OneOf, Spec, Str
 from .conversation import Conversation, Item, audio_tokens, item_tokens
+from .mcp import McpServers
 from .state import BYTES_PER_MS, SessionState, snapshot, word_pieces
 
 # Speech up to this long (~230 characters) is synthesised in one piece (~20 ms once, then cached); a longer
@@ -79,7 +80,7 @@ class Output:
     """One output item of a response, with how far its delivery got (what a cancel must close)."""
 
     item: dict[str, Any]
-    kind: Literal["audio", "text", "function_call"]
+    kind: Literal["audio", "text", "function_call", "mcp_call", "mcp_approval_request"]
     sent_text: str = ""
     audio_ms: int = 0
     part_open: bool = False
@@ -131,6 +132,7 @@ class Responder:
         # The prompt prefix the last in-conversation response saw (instructions, then (item id, tokens)):
         # what the next one finds cached.
         self.seen_prompt: tuple[str, list[tuple[str, int]]] | None = None
+        self.mcp = McpServers(state, conversation)
 
     @property
     def active(self) -> ResponseRun | None:
@@ -208,13 +210,20 @@ class Responder:
         config = self._config(params)
         instructions = config["instructions"]
         tools = config["tools"]
+        if "tools" in params:  # a response's own MCP servers are listed as it starts
+            self.mcp.check(tools, param="response.tools")
+            self.mcp.configure(tools, now)
         if "input" in params:
             visible = [self._input_item(raw, i) for i, raw in enumerate(params["input"])]
         else:
             visible = self.conversation.context_window(instructions)
         context = [item.data for item in visible]
         reply = self.state.model.reply(
-            context, instructions=instructions, tools=tools, response_index=self.count
+            context,
+            instructions=instructions,
+            tools=tools,
+            response_index=self.count,
+            mcp_tools=self.mcp.available(tools),
         )
         self.count += 1
         input_tokens = count_tokens(instructions) + sum(item.tokens for item in visible)
@@ -284,7 +293,7 @@ class Responder:
             steps, run.steps = run.steps, None
             steps.close()
         current = run.current
-        if current is not None and current.item["status"] == "in_progress":
+        if current is not None and current.item.get("status") == "in_progress":
             self._close_output(run, current, "completed" if status == "completed" else "incomplete")
         self.runs.remove(run)
         self.on_finished()
@@ -383,10 +392,12 @@ class Responder:
         """The GA event sequence of one response; yields the time each paced step is due."""
         due = run.created_at + self.state.limits.response_latency
         yield due
-        if run.reply.text or not run.reply.tool_calls:
+        if run.reply.text or not (run.reply.tool_calls or run.reply.mcp_calls):
             yield from self._deliver_message(run, due)
         for call in run.reply.tool_calls:
             self._deliver_function_call(run, call.name, call.arguments, call.call_id)
+        for mcp_call in run.reply.mcp_calls:
+            yield from self.mcp.deliver(self, run, mcp_call, max(due, run.next_due))
 
     def _open_output(self, run: ResponseRun, output: Output) -> None:
         run.outputs.append(output)
@@ -555,7 +566,8 @@ class Responder:
                 part = {"type": "text", "text": output.sent_text}
                 output.item["content"] = [{"type": "output_text", "text": output.sent_text}]
             emit({"type": "response.content_part.done", **ids, "part": part})
-        output.item["status"] = status
+        if "status" in output.item:  # MCP items have none (the SDK's types)
+            output.item["status"] = status
         # The real service closes the conversation item before the response's output item.
         if run.in_conversation:
             item = self.conversation.by_id.get(output.item["id"])

@@ -19,7 +19,9 @@ from ..dialect import GA, Dialect
 from ..model import ScriptedModel
 from ..protocol import IdFactory, RealtimeError, check_event_type, client_event_id, invalid_type
 from ..schema import AnyValue, Enum, Int, Obj, OneOf, Str, check
+from . import transcription
 from .conversation import Conversation, Item
+from .mcp import McpServers
 from .responses import BETA_RESPONSE_PARAMS, RESPONSE_PARAMS, Responder, ResponseRun
 from .state import Limits, SessionState
 from .turns import InputTurns
@@ -82,12 +84,18 @@ class Session:
         initial_config: dict[str, Any] | None = None,
         audio_seed: int = 0,
         audio_turns: Iterator[int] | None = None,
+        session_type: str = "realtime",
     ) -> None:
         limits = limits or Limits()
         self.id = ids.new("sess")
-        config = session_config.default_session(model_name)
-        if initial_config:
-            config = session_config.merge_ga(config, initial_config)
+        if session_type == transcription.SESSION_TYPE:  # `?intent=transcription`: no model, no responses
+            config = transcription.default_session()
+            if initial_config:
+                config = transcription.merge(config, initial_config)
+        else:
+            config = session_config.default_session(model_name)
+            if initial_config:
+                config = session_config.merge_ga(config, initial_config)
         self._state = SessionState(
             ids=ids,
             model=model,
@@ -184,6 +192,16 @@ class Session:
         self._responder.audio_sink = sink
 
     @property
+    def is_transcription(self) -> bool:
+        """A transcription session (`?intent=transcription`): audio in, transcripts out, no responses."""
+        return transcription.is_transcription(self._state.config)
+
+    @property
+    def mcp(self) -> McpServers:
+        """The session's MCP servers: their listings, and the failures faults arm."""
+        return self._responder.mcp
+
+    @property
     def input_buffer(self) -> bytearray:
         return self._turns.buffer
 
@@ -199,6 +217,7 @@ class Session:
 
     def start(self, now: float) -> None:
         self._state.emit({"type": "session.created", "session": self._session_object()})
+        self._responder.mcp.configure(self.config.get("tools", []), now)  # a token's or a call's MCP servers
 
     def receive(self, event: dict[str, Any], now: float) -> None:
         """Handle one decoded client event. Client mistakes become `error` events; the session goes on."""
@@ -207,6 +226,8 @@ class Session:
         self._state.last_activity = now
         try:
             event_type = check_event_type(event)
+            if self.is_transcription and event_type not in transcription.CLIENT_EVENTS:
+                raise transcription.refuse(event_type)
             fields = BETA_EVENT_FIELDS if self.dialect.beta else EVENT_FIELDS
             # Handlers see the checked copy, where a null optional parameter is simply absent.
             event = check(fields[event_type], event)
@@ -219,6 +240,7 @@ class Session:
         """Run everything due by `now`: timed work and paced response steps, then the session cap and the
         idle timeout."""
         self._state.run_timers(now)
+        self._responder.mcp.run_due(now)
         self._responder.run_due(now)
         if self._state.close_request is not None:
             return
@@ -234,6 +256,9 @@ class Session:
         timer = self._state.next_timer
         if timer is not None:
             due.append(timer)
+        mcp_due = self._responder.mcp.next_due()
+        if mcp_due is not None:
+            due.append(mcp_due)
         due.append(self.deadline)
         due.append(self._idle_deadline())
         return min(due)
@@ -308,6 +333,13 @@ class Session:
         update = event["session"]
         if not isinstance(update, dict):
             raise invalid_type("session", "an object", update)
+        if not self.dialect.beta:
+            transcription.check_type(self.config, update)
+        if self.is_transcription:
+            self.config = transcription.merge(self.config, update)
+            self._turns.configure_vad()
+            self._state.emit({"type": "session.updated", "session": self._session_object()})
+            return
         merged = self.dialect.session_update(self.config, update)
         new_voice = merged["audio"]["output"]["voice"]
         if self._responder.assistant_audio_present and new_voice != self.config["audio"]["output"]["voice"]:
@@ -316,9 +348,11 @@ class Session:
                 code="cannot_update_voice",
                 param="session.audio.output.voice",
             )
+        self._responder.mcp.check(merged["tools"])
         self.config = merged
         self._turns.configure_vad()
         self._state.emit({"type": "session.updated", "session": self._session_object()})
+        self._responder.mcp.configure(self.config["tools"], now)  # new MCP servers list their tools
 
     def _on_output_audio_buffer_clear(self, event: dict[str, Any], now: float) -> None:
         # Over WebSocket there is no server-side output buffer to clear; the real service rejects it.
@@ -329,4 +363,6 @@ class Session:
         )
 
     def _session_object(self) -> dict[str, Any]:
+        if self.is_transcription:
+            return transcription.render(self.config, session_id=self.id, expires_at=self.expires_at)
         return self.dialect.render_session(self.config, session_id=self.id, expires_at=self.expires_at)

@@ -49,6 +49,8 @@ class Limits:
     # Response steps one `advance` runs at most; the rest stay due, so an unpaced reply is produced in slices
     # and a live server's event loop serves other sessions in between.
     steps_per_advance: int = 64
+    # How long a (scripted) remote MCP server takes to list its tools or run a call; 0 = at once.
+    mcp_latency: float = 0.0
 
 
 class SessionState:

@@ -14,6 +14,7 @@ from .. import audio
 from ..model import count_tokens
 from ..protocol import RealtimeError
 from ..vad import VoiceActivityDetector
+from . import transcription
 from .conversation import Conversation, Item, audio_tokens
 from .responses import Responder
 from .state import BYTES_PER_MS, SessionState, word_pieces
@@ -186,12 +187,18 @@ class InputTurns:
         self._commit(now, item_id=item_id, audio_ms=max(0, audio_end_ms - self.turn_start_ms))
         self.turn_item_id = None
         self.idle_from_ms = audio_end_ms
-        if self._turn_detection.get("create_response", True) and self.responder.active is None:
+        if (
+            self._turn_detection.get("create_response", True)
+            and self.responder.active is None
+            and not transcription.is_transcription(self.state.config)
+        ):
             self.responder.create({}, now)
 
     def _check_idle(self, now: float) -> None:
         """`idle_timeout_ms` of silence after the model finished: timeout_triggered, then a nudge response."""
         idle_ms = self._turn_detection.get("idle_timeout_ms")
+        if transcription.is_transcription(self.state.config):
+            return  # no model turn to nudge
         if not idle_ms or self.vad is None or self.vad.in_speech or self.responder.runs:
             return
         now_ms = self.audio_ms
@@ -262,7 +269,12 @@ class InputTurns:
             )
             return
         text = transcript if transcript is not None else UNSCRIPTED_TRANSCRIPT.format(ms=audio_ms)
-        for piece in word_pieces(text, max(1, len(text.split()) // 3)):
+        model = (self.state.config["audio"]["input"]["transcription"] or {}).get("model")
+        pieces = word_pieces(text, max(1, len(text.split()) // 3))
+        if model == transcription.DIARIZE_MODEL:  # speaker segments in place of deltas
+            self._segments(item_id, text, audio_ms)
+            text, pieces = transcription.transcript_text(text, model), []
+        for piece in pieces:
             emit(
                 {
                     "type": "conversation.item.input_audio_transcription.delta",
@@ -281,6 +293,20 @@ class InputTurns:
             }
         )
 
+    def _segments(self, item_id: str, text: str, audio_ms: int) -> None:
+        for segment in transcription.diarize(text, audio_ms):
+            self.state.emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.segment",
+                    "id": self.state.ids.new("seg"),
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "text": segment.text,
+                    "speaker": segment.speaker,
+                    "start": segment.start,
+                    "end": segment.end,
+                }
+            )
 
 def transcription_usage(model: str, text: str, audio_ms: int) -> dict[str, Any]:
     """What a transcription is billed: tokens for the gpt-4o*-transcribe models, audio seconds for whisper-1

@@ -23,6 +23,8 @@ from rtsim.simulator.protocol import (
     TRANSPORT_EVENT_TYPES,
     RealtimeError,
 )
+from tests.engine.test_mcp import mcp_flow
+from tests.engine.test_transcription_session import transcription_flow
 from tests.support.engine import make_session, run_until_idle, user_text, validate_beta, validate_ga
 
 SIMULATOR = Path(__file__).resolve().parents[2] / "simulator"
@@ -99,6 +101,9 @@ def every_kind_of_event(dialect: Dialect) -> list[dict[str, Any]]:
     events.extend(session.drain())
     session.advance(50.0)  # the session cap
     events.extend(session.drain())
+    if not dialect.beta:  # remote MCP tools and transcription sessions: GA only
+        events.extend(mcp_flow())
+        events.extend(transcription_flow())
     return events
 
 
