@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import sys
 
+from . import tls
 from .protocol import RealtimeError
 from .server import PROFILES, ServerConfig, serve_forever
 
@@ -81,6 +82,20 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="close sessions after this long without activity (streaming-session rule)",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS and WSS with a local CA made at start (its certificate is printed and written "
+        "to --tls-ca-file)",
+    )
+    parser.add_argument(
+        "--tls-ca-file",
+        metavar="PATH",
+        help="with --tls: where the local CA certificate is written (default: a temporary directory); with "
+        "--tls-cert: the CA that issued it",
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve this certificate (implies --tls)")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
         "--max-sessions-per-key",
         type=int,
         metavar="N",
@@ -111,6 +126,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         admin_token=getattr(args, "admin_token", None),
         history_limit=getattr(args, "history_limit", None),
         webrtc_setup_timeout=getattr(args, "webrtc_setup_timeout", 10.0) or None,
+        tls=args.tls or args.tls_cert is not None,
+        tls_ca_file=args.tls_ca_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -136,11 +155,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if config.tls and config.tls_cert is None and config.tls_ca_file is None:
+        config.tls_ca_file = tls.default_ca_path()  # chosen here so the trust lines can name it
+
     def ready(base_url: str) -> None:
-        print(base_url, flush=True)
+        print(base_url, flush=True)  # the first line is the base URL: scripts read it
+        if config.tls:
+            print("\n".join(tls.trust_lines(config.tls_ca_file)), flush=True)
 
     try:
-        asyncio.run(serve_forever(config_from_args(args), ready))
+        asyncio.run(serve_forever(config, ready))
+    except tls.TLSConfigError as exc:
+        print(f"rtsim serve: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"rtsim serve: {exc}", file=sys.stderr)
         return 1

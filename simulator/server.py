@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import control, plan, session_config
+from . import control, plan, session_config, tls
 from .admission import MISSING_CREDENTIAL, Admission, Refusal, incorrect_key_message, json_error
 from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
@@ -94,6 +94,12 @@ class ServerConfig:
     # Mixed into session and event ids with the seed: set (rtsim serve without --seed does), ids cannot be
     # predicted from the seed; empty, they are reproducible from the seed alone.
     id_secret: str = ""
+    # HTTPS/WSS on the one port (simulator/tls.py): a local CA made at start, its certificate written to
+    # tls_ca_file (None: a temporary file); or the user's own tls_cert/tls_key (tls_ca_file: its issuer).
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def ids(self, conn_id: str) -> IdFactory:
         """The id factory of one connection's session."""
@@ -141,6 +147,7 @@ class RealtimeServer:
         self.base_url = ""
         self.port = 0
         self.loop_lag = LoopLagMonitor()  # the longest event-loop stall goes in the stop record
+        self.tls: tls.ServerTLS | None = None  # set by start() when the config asks for TLS
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -187,15 +194,28 @@ class RealtimeServer:
         return await self.webrtc.hangup(request)
 
     async def start(self) -> str:
+        config = self.config
+        if config.tls or config.tls_cert is not None:
+            # Key generation is CPU work: off the event loop.
+            self.tls = await asyncio.to_thread(
+                tls.server_tls, cert_file=config.tls_cert, key_file=config.tls_key, ca_file=config.tls_ca_file
+            )
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.host, self.config.port, reuse_address=True)
+        site = web.TCPSite(
+            self.runner,
+            config.host,
+            config.port,
+            reuse_address=True,
+            ssl_context=self.tls.context if self.tls is not None else None,
+        )
         await site.start()
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
-        self.base_url = f"http://{host}:{self.port}/v1"
+        host = config.host if ":" not in config.host else f"[{config.host}]"
+        scheme = "https" if self.tls is not None else "http"
+        self.base_url = f"{scheme}://{host}:{self.port}/v1"
         self.loop_lag.start()
         self.history.record(
             "server", event="start", base_url=self.base_url, config=_public_config(self.config)
