@@ -144,7 +144,7 @@ def table(results: dict[tuple[str, str], RunResult], frameworks: list[Framework]
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     lines += [
         "",
-        f"Run {stamp} over `--tls`, {len(results)} cells in {seconds:.0f} s (`make compat`; installs excluded).",
+        f"Run {stamp} over `--tls`: {len(results)} cells in {seconds:.0f} s (installs excluded).",
         "Each cell is one command (from the repository root, after `make compat`):",
         "",
     ]
@@ -165,13 +165,15 @@ def write_readme(text: str) -> None:
     README.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
 
 
+def absolute(command: tuple[str, ...]) -> list[str]:
+    """The command with its program made absolute when it is a path in the repository (a venv's python)."""
+    program = str(ROOT / command[0]) if "/" in command[0] else command[0]
+    return [program, *(str(ROOT / arg) if arg.startswith("compat/") else arg for arg in command[1:])]
+
+
 async def run(frameworks: list[Framework], jobs: int, out_dir: Path) -> dict[tuple[str, str], RunResult]:
     scenarios: list[Scenario] = [load(path) for _, path in COLUMNS]
-    clients = [
-        ClientSpec(f.name, [str(ROOT / f.command[0]) if "/" in f.command[0] else f.command[0], *f.command[1:]])
-        for f in frameworks
-        if f.installed and not f.note
-    ]
+    clients = [ClientSpec(f.name, absolute(f.command)) for f in frameworks if f.installed and not f.note]
     results = await run_matrix(
         scenarios,
         clients,
@@ -184,7 +186,9 @@ async def run(frameworks: list[Framework], jobs: int, out_dir: Path) -> dict[tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", action="append", metavar="NAME", help="only these frameworks (repeatable)")
     parser.add_argument("--jobs", type=int, default=3, help="runs at once (default 3)")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")

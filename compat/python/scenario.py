@@ -1,5 +1,5 @@
-"""What every Python adapter of the compatibility matrix shares, without rtsim itself (each framework runs in a
-venv of its own pins): the client interface of clients/README.md read from the environment, the turn
+"""What every Python adapter of the compatibility matrix shares, without rtsim itself (each framework runs in
+a venv of its own pins): the client interface of clients/README.md read from the environment, the turn
 schedule, the JSON log on stdout, and a voice turn (the pcm16 24 kHz file rtsim rendered) as microphone audio.
 """
 
