@@ -1,3 +1,4 @@
+# ruff: noqa: I001  (the scenario import comes first on purpose: see below)
 """openai-agents for Python (`agents.realtime`), as its docs set it up: a RealtimeAgent, a RealtimeRunner,
 `runner.run(model_config={"url": ..., "api_key": ...})`, typed turns with `send_message` and voice with
 `send_audio`. The framework keeps one WebSocket for the session: it has no reconnect of its own (0.24.0).
@@ -8,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from agents.realtime import RealtimeAgent, RealtimeRunner
+# First, before the framework: the client's clock starts when scenario is imported.
 from scenario import EXIT_FATAL, EXIT_OK, Log, Turn, load, play_turns, reply_text, stream_audio
+
+from agents.realtime import RealtimeAgent, RealtimeRunner
 
 
 async def main() -> int:
