@@ -19,9 +19,13 @@ install_venv() {  # name, pip requirements...
   "$venv/bin/pip" install --quiet "$@"
   echo "$want" > "$stamp"
 }
-install_venv openai-python 'openai[realtime]==3.57.0'
+# The official Python SDK drives rtsim's own built-in client (rtsim.clients.openai_sdk), so rtsim goes in too.
+install_venv openai-python -e . 'openai[realtime]==3.57.0'
 install_venv openai-agents 'openai-agents==0.24.0'
 install_venv pipecat 'pipecat-ai[openai]==1.14.0'
 install_venv livekit 'livekit-agents==1.8.9' 'livekit-plugins-openai==1.8.9'
-if [ -f compat/node/package-lock.json ]; then (cd compat/node && npm ci --silent --no-audit --no-fund); fi
+# npm ci installs exactly the lockfile (the pins in compat/node/package.json); node_modules stays out of git.
+if [ ! -d compat/node/node_modules ] || [ compat/node/package-lock.json -nt compat/node/node_modules ]; then
+  (cd compat/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 echo "compat: installed"

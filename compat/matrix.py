@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import shlex
 import sys
@@ -51,8 +50,9 @@ def _python(venv: str, adapter: str) -> tuple[str, ...]:
 FRAMEWORKS = (
     Framework(
         "openai-python",
-        f"openai (Python) {importlib.metadata.version('openai')}, `on_reconnecting`",
-        (".venv/bin/python", "-m", "rtsim.clients.openai_sdk"),
+        "openai (Python) 3.57.0, `realtime.connect(on_reconnecting=...)`",
+        ("build/compat/openai-python/bin/python", "-m", "rtsim.clients.openai_sdk"),
+        needs="build/compat/openai-python/bin/python",
     ),
     Framework(
         "openai-node",
