@@ -3,7 +3,7 @@
 // Nothing here knows about TLS: over `rtsim serve --tls` Node trusts the CA through NODE_EXTRA_CA_CERTS.
 import OpenAI from 'openai';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
-import { loadScenario, makeLog, playTurns, sessionConfig, streamAudio, turnAudio } from './scenario.mjs';
+import { loadScenario, makeLog, playTurns, sessionConfig, sleep, streamAudio, turnAudio } from './scenario.mjs';
 
 const scenario = loadScenario();
 const log = makeLog('node-openai-sdk');
@@ -12,9 +12,12 @@ const rt = new OpenAIRealtimeWS({ model: scenario.model, reconnect: true }, clie
 let ended = null; // set when the SDK gave up (a close it does not recover from)
 
 const configure = () => rt.send({ type: 'session.update', session: sessionConfig(scenario) });
+let connected;
+const firstSession = new Promise((resolve) => (connected = resolve));
 rt.on('session.created', (event) => {
   log('connected', { session: event.session.id, url: String(rt.url) });
   configure(); // on every new session: the SDK's reconnect restores no configuration and no context
+  connected();
 });
 rt.on('response.done', (event) => {
   const text = (event.response.output ?? [])
@@ -46,6 +49,12 @@ async function say(turn) {
   rt.send({ type: 'response.create' });
 }
 
+// As an app does: the user speaks once the session is there (turns due before then go at once).
+const opened = await Promise.race([firstSession.then(() => true), sleep(10_000).then(() => false)]);
+if (!opened) {
+  log('fatal', { error: 'no session.created within 10 s' });
+  process.exit(1);
+}
 await playTurns(scenario, log, say);
 const failed = ended !== null;
 rt.close({ code: 1000, reason: 'done' });

@@ -1,4 +1,3 @@
-# ruff: noqa: I001  (the scenario import comes first on purpose: see below)
 """livekit-agents with livekit-plugins-openai, headless: an `AgentSession(llm=openai.realtime.RealtimeModel(
 base_url=...))` started with no room (so no LiveKit server), a microphone `AudioInput` fed 20 ms frames of the
 turn's voice, typed turns through `generate_reply(user_input=...)`. Recovery is the plugin's own.
@@ -9,14 +8,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-# First, before the framework: the client's clock starts when scenario is imported.
-from scenario import CHUNK_BYTES, EXIT_FATAL, EXIT_OK, SAMPLE_RATE, Log, Turn, load, play_turns, stream_audio
-
 from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice import io
 from livekit.plugins import openai
-
+from scenario import CHUNK_BYTES, EXIT_FATAL, EXIT_OK, SAMPLE_RATE, Log, Turn, load, play_turns, stream_audio
 
 SILENCE = bytes(CHUNK_BYTES)
 

@@ -1,4 +1,3 @@
-# ruff: noqa: I001  (the scenario import comes first on purpose: see below)
 """openai-agents for Python (`agents.realtime`), as its docs set it up: a RealtimeAgent, a RealtimeRunner,
 `runner.run(model_config={"url": ..., "api_key": ...})`, typed turns with `send_message` and voice with
 `send_audio`. The framework keeps one WebSocket for the session: it has no reconnect of its own (0.24.0).
@@ -9,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-# First, before the framework: the client's clock starts when scenario is imported.
-from scenario import EXIT_FATAL, EXIT_OK, Log, Turn, load, play_turns, reply_text, stream_audio
-
 from agents.realtime import RealtimeAgent, RealtimeRunner
+from scenario import EXIT_FATAL, EXIT_OK, Log, Turn, load, play_turns, reply_text, stream_audio
 
 
 async def main() -> int:

@@ -1,4 +1,3 @@
-# ruff: noqa: I001  (the scenario import comes first on purpose: see below)
 """pipecat as a headless pipeline: user context aggregator → `OpenAIRealtimeLLMService(base_url=...)` →
 observer → assistant aggregator, run by a WorkerRunner with no transport. Typed turns go in as
 `LLMMessagesAppendFrame(run_llm=True)` (the aggregator's path to a response), voice as `InputAudioRawFrame`s
@@ -9,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-
-# First, before the framework: the client's clock starts when scenario is imported.
-from scenario import EXIT_OK, SAMPLE_RATE, Log, Turn, load, play_turns, stream_audio
 
 from pipecat.frames.frames import (
     ErrorFrame,
@@ -29,6 +25,7 @@ from pipecat.processors.aggregators.llm_response_universal import LLMContextAggr
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from pipecat.workers.runner import WorkerRunner
+from scenario import EXIT_OK, SAMPLE_RATE, Log, Turn, load, play_turns, stream_audio
 
 
 class Replies(FrameProcessor):
