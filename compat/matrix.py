@@ -114,9 +114,12 @@ def verdict_text(result: RunResult) -> str:
     if result.passed:
         return "PASS"
     failing = [v for v in result.verdicts if not v.ok]
-    first = failing[0] if failing else None
-    reason = f"{first.name}: {first.reason}" if first is not None else "client killed"
-    return "FAIL — " + reason.replace("|", "\\|").replace("\n", " ")[:220]
+    if not failing:
+        return "FAIL — the client was killed"
+    first, others = failing[0], [v.name for v in failing[1:]]
+    reason = f"{first.name}: {first.reason}"[:220]
+    also = f" (also: {', '.join(others)})" if others else ""
+    return "FAIL — " + (reason + also).replace("|", "\\|").replace("\n", " ")
 
 
 def context_text(result: RunResult) -> str:
