@@ -231,8 +231,9 @@ class HistoryQuery:
 class Simulator:
     """An in-process simulator on a loopback port for the length of an `async with` block.
 
-    Keyword arguments are `ServerConfig` fields (`profile`, `max_session`, `seed`, `pacing`, `chaos`, …);
-    `api_key` is the key `env` hands to a client (by default one unique to this simulator).
+    Keyword arguments are `ServerConfig` fields (`profile`, `max_session`, `seed`, `pacing`, `chaos`, `tls`,
+    …); `api_key` is the key `env` hands to a client (by default one unique to this simulator). With
+    `tls=True` it serves HTTPS/WSS from a local CA: `ssl_context` trusts it, and `env` names it for clients.
     """
 
     def __init__(
