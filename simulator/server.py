@@ -233,6 +233,8 @@ class RealtimeServer:
             await asyncio.wait([asyncio.create_task(c.done.wait()) for c in live], timeout=5)
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.tls is not None:
+            self.tls.remove_temporary()
         await self.loop_lag.stop()
         self.history.record("server", event="stop", max_loop_lag_ms=self.loop_lag.max_lag_ms)
         self.history.close()

@@ -13,6 +13,7 @@ Clients trust the CA the ordinary way of their stack; `ServerTLS.trust_lines()` 
 from __future__ import annotations
 
 import os
+import shutil
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ class ServerTLS:
     context: ssl.SSLContext
     ca_file: str | None
     generated: bool  # made at start from a local CA (not a certificate the user brought)
+    temporary_dir: str | None = None  # the directory made for the CA file, removed when the server stops
+
+    def remove_temporary(self) -> None:
+        if self.temporary_dir is not None:
+            shutil.rmtree(self.temporary_dir, ignore_errors=True)
 
     def client_context(self) -> ssl.SSLContext:
         """A verifying client context that trusts this server (the CA file, else the system's store)."""
@@ -84,7 +90,8 @@ def local_ca(ca_file: str | os.PathLike[str] | None = None) -> ServerTLS:
     path = Path(ca_file if ca_file is not None else default_ca_path())
     path.parent.mkdir(parents=True, exist_ok=True)
     authority.cert_pem.write_to_path(str(path))
-    return ServerTLS(context, str(path.resolve()), generated=True)
+    temporary = str(path.parent) if ca_file is None else None
+    return ServerTLS(context, str(path.resolve()), generated=True, temporary_dir=temporary)
 
 
 def own_certificate(
@@ -122,3 +129,48 @@ def _server_context() -> ssl.SSLContext:
     # HTTP/1.1 only: the WebSocket upgrade (RFC 6455) needs it, and aiohttp serves nothing else.
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+# ---- figures: `python -m rtsim.simulator.tls` -------------------------------------------------------------
+
+
+async def _connect_times(use_tls: bool, count: int) -> list[float]:
+    """Milliseconds from opening a connection to `session.created`, `count` times in a row."""
+    import time
+
+    from websockets.asyncio.client import connect
+
+    from .api import Simulator
+
+    async with Simulator(tls=use_tls) as sim:
+        url = sim.base_url.replace("https://", "wss://").replace("http://", "ws://") + "/realtime?model=x"
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            headers = {"Authorization": f"Bearer {sim.api_key}"}
+            async with connect(url, ssl=sim.ssl_context, additional_headers=headers) as ws:
+                await ws.recv()
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+
+def bench(count: int = 50) -> None:
+    """What TLS costs: the CA made at start, and a session's handshake over ws:// and wss://."""
+    import asyncio
+    import statistics
+    import time
+
+    started = time.perf_counter()
+    local_ca()
+    print(f"local CA + server certificate (trustme): {(time.perf_counter() - started) * 1000:.0f} ms")
+    for use_tls in (False, True):
+        times = sorted(asyncio.run(_connect_times(use_tls, count)))
+        scheme = "wss" if use_tls else "ws"
+        print(
+            f"{scheme:>3}: connect → session.created median {statistics.median(times):.1f} ms, "
+            f"p90 {times[int(len(times) * 0.9)]:.1f} ms (n={count})"
+        )
+
+
+if __name__ == "__main__":
+    bench()

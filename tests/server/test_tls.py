@@ -22,7 +22,7 @@ from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from rtsim.scenarios.runner import ClientSpec, run_one
 from rtsim.scenarios.spec import load
 from rtsim.simulator import tls
-from rtsim.simulator.server import RealtimeServer
+from rtsim.simulator.server import RealtimeServer, ServerConfig
 from tests.conftest import ROOT
 from tests.support.engine import validate_ga
 
@@ -111,6 +111,22 @@ async def test_the_users_own_certificate_is_served(server_factory: Any, tmp_path
     assert server.tls is not None and not server.tls.generated
     events = await sdk_text_turn(server.base_url, ssl.create_default_context(cafile=str(ca)))
     assert events[-1]["response"]["status"] == "completed"
+
+
+def test_a_ca_made_in_a_temporary_directory_goes_with_the_server() -> None:
+    server = RealtimeServer(ServerConfig(tls=True))
+
+    async def start_and_stop() -> Path:
+        await server.start()
+        assert server.tls is not None and server.tls.ca_file is not None
+        ca_file = Path(server.tls.ca_file)
+        assert await asyncio.to_thread(ca_file.is_file)
+        await server.stop()
+        return ca_file
+
+    ca_file = asyncio.run(start_and_stop())
+    assert ca_file.parent.name.startswith("rtsim-tls-")
+    assert not ca_file.parent.exists()
 
 
 def test_unusable_certificate_options_are_refused(tmp_path: Path) -> None:
