@@ -100,16 +100,15 @@ def own_certificate(
     ca_file: str | os.PathLike[str] | None = None,
 ) -> ServerTLS:
     """Serve a certificate the user brings (PEM; the key may be in the certificate file)."""
+    for path in (cert_file, key_file, ca_file):
+        if path is not None and not Path(path).is_file():
+            raise TLSConfigError(f"cannot read {path}: no such file")
     context = _server_context()
     try:
         context.load_cert_chain(str(cert_file), str(key_file) if key_file is not None else None)
-    except FileNotFoundError as exc:
-        raise TLSConfigError(f"cannot read {exc.filename}: no such file") from None
     except ssl.SSLError as exc:
         message = f"{cert_file} and {key_file} are no usable PEM certificate and key: {exc}"
         raise TLSConfigError(message) from None
-    if ca_file is not None and not Path(ca_file).is_file():
-        raise TLSConfigError(f"cannot read the CA file {ca_file}: no such file")
     return ServerTLS(context, str(Path(ca_file).resolve()) if ca_file is not None else None, generated=False)
 
 

@@ -130,8 +130,9 @@ def test_a_ca_made_in_a_temporary_directory_goes_with_the_server() -> None:
 
 
 def test_unusable_certificate_options_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(tls.TLSConfigError, match="no such file"):
-        tls.server_tls(cert_file=str(tmp_path / "missing.pem"), key_file=str(tmp_path / "k.pem"))
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(tls.TLSConfigError, match=f"cannot read {missing}: no such file"):
+        tls.server_tls(cert_file=str(missing), key_file=str(tmp_path / "k.pem"))
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(tls.TLSConfigError, match="no usable PEM"):
         tls.server_tls(cert_file=str(tmp_path / "junk.pem"), key_file=str(tmp_path / "junk.pem"))
