@@ -6,13 +6,23 @@ turn's voice, typed turns through `generate_reply(user_input=...)`. Recovery is 
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice import io
 from livekit.plugins import openai
-from scenario import CHUNK_BYTES, EXIT_FATAL, EXIT_OK, SAMPLE_RATE, Log, Turn, load, play_turns, stream_audio
+from scenario import (
+    CHUNK_BYTES,
+    EXIT_FATAL,
+    EXIT_OK,
+    SAMPLE_RATE,
+    Log,
+    Turn,
+    load,
+    play_turns,
+    run,
+    stream_audio,
+)
 
 SILENCE = bytes(CHUNK_BYTES)
 
@@ -87,4 +97,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(main)

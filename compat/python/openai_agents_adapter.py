@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from agents.realtime import RealtimeAgent, RealtimeRunner
-from scenario import EXIT_FATAL, EXIT_OK, Log, Turn, load, play_turns, reply_text, stream_audio
+from scenario import EXIT_FATAL, EXIT_OK, Log, Turn, load, play_turns, reply_text, run, stream_audio
 
 
 async def main() -> int:
@@ -65,4 +64,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(main)

@@ -1,13 +1,14 @@
-"""pipecat as a headless pipeline: user context aggregator → `OpenAIRealtimeLLMService(base_url=...)` →
-observer → assistant aggregator, run by a WorkerRunner with no transport. Typed turns go in as
-`LLMMessagesAppendFrame(run_llm=True)` (the aggregator's path to a response), voice as `InputAudioRawFrame`s
-at 24 kHz (server VAD decides when the user stopped). What pipecat does after a disconnect is its own.
+"""pipecat as a headless pipeline: user context aggregator → keyboard → `OpenAIRealtimeLLMService(base_url=
+...)` → observer → assistant aggregator, run by a WorkerRunner with no transport. Voice goes in as
+`InputAudioRawFrame`s at 24 kHz (server VAD decides when the user stopped). Typed turns enter as
+`LLMMessagesAppendFrame(run_llm=True)` after the user aggregator, where the service's own docs send them: it
+puts them into the conversation and the assistant aggregator asks for the response. What pipecat does after a
+disconnect is its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from pipecat.frames.frames import (
     ErrorFrame,
@@ -25,7 +26,18 @@ from pipecat.processors.aggregators.llm_response_universal import LLMContextAggr
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from pipecat.workers.runner import WorkerRunner
-from scenario import EXIT_OK, SAMPLE_RATE, Log, Turn, load, play_turns, stream_audio
+from scenario import EXIT_OK, SAMPLE_RATE, Log, Turn, load, play_turns, run, stream_audio
+
+
+class Keyboard(FrameProcessor):
+    """Where the app types into the pipeline: frames it sends go on downstream to the service."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+    async def type(self, frame: Frame) -> None:
+        await self.push_frame(frame, FrameDirection.DOWNSTREAM)
 
 
 class Replies(FrameProcessor):
@@ -60,7 +72,8 @@ async def main() -> int:
     )
     context = LLMContext([{"role": "system", "content": scenario.instructions or "Be brief."}])
     aggregators = LLMContextAggregatorPair(context)
-    pipeline = Pipeline([aggregators.user(), llm, Replies(log), aggregators.assistant()])
+    keyboard = Keyboard()
+    pipeline = Pipeline([aggregators.user(), keyboard, llm, Replies(log), aggregators.assistant()])
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE, audio_out_sample_rate=SAMPLE_RATE),
@@ -80,7 +93,7 @@ async def main() -> int:
             await stream_audio(turn.audio(), send)
         else:
             message = {"role": "user", "content": turn.say}
-            await worker.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
+            await keyboard.type(LLMMessagesAppendFrame(messages=[message], run_llm=True))
 
     await asyncio.sleep(0.2)
     await play_turns(scenario, log, say)
@@ -94,4 +107,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(main)

@@ -6,6 +6,7 @@ schedule, the JSON log on stdout, and a voice turn (the pcm16 24 kHz file rtsim 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 CHUNK_BYTES = 960  # 20 ms of pcm16 mono at 24 kHz: one microphone callback
 SAMPLE_RATE = 24_000
 EXIT_OK, EXIT_FATAL, EXIT_USAGE = 0, 1, 2
+STACKS_AFTER_END = 8.0  # seconds past end_at: a client still running then dumps its threads' stacks
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ def load() -> Scenario:
         print(f"missing environment: {', '.join(missing)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     data = json.loads(Path(env["RTSIM_SCENARIO"]).read_text())
+    # A framework that stops making progress is killed by the harness; the stacks in the client log say where.
+    faulthandler.dump_traceback_later(float(data["end_at"]) + STACKS_AFTER_END, exit=False)
     raw = sorted(data["turns"], key=lambda t: t["at"])
     turns = [
         Turn(i, float(t["at"]), t["say"], t.get("mode", "text"), t.get("audio_file"))
@@ -118,3 +122,12 @@ async def play_turns(
 def reply_text(response: dict[str, Any]) -> str:
     parts = [p for item in response.get("output") or () for p in item.get("content") or ()]
     return " ".join(str(p.get("transcript") or p.get("text") or "") for p in parts).strip()
+
+
+def run(main: Callable[[], Awaitable[int]]) -> None:
+    """Run the adapter and end the process with its code, even when the framework leaves threads behind
+    (livekit-agents' do, so the interpreter would wait on them after `main` returned)."""
+    code = asyncio.run(main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
