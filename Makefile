@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup chromium report-screenshot run demo test bench clean
+.PHONY: setup chromium report-screenshot run demo test bench compat clean
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory chromium
@@ -45,6 +45,12 @@ bench: $(STAMP)
 	$(BIN)/rtsim bench sessions
 	$(BIN)/rtsim toxiproxy --bench
 	$(BIN)/python -m rtsim.simulator.vad
+
+# The compatibility matrix: each pinned framework (own venv under build/compat/, npm under compat/node/) through
+# the fault scenarios over --tls. The table goes to build/compat/matrix.md (README: compat/matrix.py --readme).
+compat: $(STAMP)
+	bash compat/install.sh
+	$(BIN)/python compat/matrix.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -11,12 +11,14 @@ import base64
 import json
 import math
 import os
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
+from rtsim.clients import tls
 from rtsim.simulator import audio
 
 EXIT_OK = 0  # end_at reached and the conversation closed gracefully
@@ -178,6 +180,11 @@ class ClientEnv:
         if not math.isfinite(value) or value < 0:
             raise UsageError(f"{name} must be a finite number >= 0, not {text!r}")
         return value
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the simulator (its CA from SSL_CERT_FILE); None when it speaks plain HTTP."""
+        return tls.context_for(self.base_url, self.raw)
 
     def realtime_url(self) -> str:
         """The WebSocket URL the official SDK would build: http→ws, https→wss, + /realtime?model=."""

@@ -42,6 +42,7 @@ async def handshake(
                 ping_interval=ping_interval or None,
                 ping_timeout=ping_timeout or None,
                 close_timeout=CLOSE_TIMEOUT,
+                ssl=env.tls_context,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -65,7 +65,9 @@ class NaiveAgent:
     async def run(self) -> None:
         """Connect, configure, and read events until the connection closes (which raises, as in the app)."""
         self.websocket = await websockets.connect(
-            self.env.realtime_url(), additional_headers={"Authorization": f"Bearer {self.env.api_key}"}
+            self.env.realtime_url(),
+            additional_headers={"Authorization": f"Bearer {self.env.api_key}"},
+            ssl=self.env.tls_context,
         )
         self.running = True
         self.log("connected")

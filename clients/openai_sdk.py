@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from openai.types.websocket_reconnection import ReconnectingEvent, ReconnectingOverrides
 from websockets.exceptions import ConnectionClosed
@@ -68,10 +68,17 @@ class SdkClient:
 
     async def run(self) -> int:
         scenario = self.env.scenario
-        client = AsyncOpenAI(base_url=self.env.base_url, api_key=self.env.api_key)
+        # Over TLS the SDK is handed the context that trusts the simulator's CA, as an app would hand it its
+        # own: the REST client through `http_client`, the WebSocket through websockets' `ssl` option.
+        context = self.env.tls_context
+        http_client = DefaultAsyncHttpxClient(verify=context) if context is not None else None
+        websocket_options: dict[str, Any] = {"ssl": context} if context is not None else {}
+        client = AsyncOpenAI(base_url=self.env.base_url, api_key=self.env.api_key, http_client=http_client)
         try:
             async with client.realtime.connect(
-                model=scenario.model, on_reconnecting=self.on_reconnecting
+                model=scenario.model,
+                on_reconnecting=self.on_reconnecting,
+                websocket_connection_options=websocket_options,  # type: ignore[arg-type]
             ) as connection:
                 self.log("connected")
                 await connection.session.update(session=scenario.session_config())  # type: ignore[arg-type]

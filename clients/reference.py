@@ -54,6 +54,7 @@ from typing import Any, TextIO
 import aiohttp
 from websockets.exceptions import ConnectionClosed
 
+from rtsim.clients import tls
 from rtsim.clients.barge_in import BargeIn
 from rtsim.clients.common import (
     EXIT_FATAL,
@@ -193,7 +194,7 @@ class ReferenceClient:
     async def run(self) -> int:
         feeder = asyncio.create_task(self._feed_turns())
         code = EXIT_OK
-        async with aiohttp.ClientSession() as http:
+        async with tls.http_session(self.env.base_url, self.env.raw) as http:
             self.tokens = TokenSource(
                 http,
                 self.env,

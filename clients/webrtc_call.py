@@ -26,6 +26,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from rtsim.clients import tls
 from rtsim.simulator import audio
 from rtsim.simulator.webrtc.media import OpusStream, mono_samples
 from rtsim.simulator.webrtc.net import is_loopback_host, peer_on_loopback
@@ -247,7 +248,7 @@ class ClientCall:
     async def _post_offer(self, offer: str) -> str:
         headers = {**self.headers, "Authorization": f"Bearer {self.credential}"}
         url = f"{self.base_url}/realtime/calls"
-        async with aiohttp.ClientSession() as http:
+        async with tls.http_session(url) as http:
             if self.multipart:
                 form = aiohttp.FormData()
                 form.add_field("sdp", offer, content_type="application/sdp")
@@ -313,7 +314,7 @@ class ClientCall:
         if self.call_id is not None:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with (
-                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+                    tls.http_session(self.base_url, timeout=aiohttp.ClientTimeout(total=timeout)) as http,
                     http.post(
                         f"{self.base_url}/realtime/calls/{self.call_id}/hangup",
                         headers={"Authorization": f"Bearer {api_key}"},
@@ -332,7 +333,7 @@ async def mint_token(
         "session": {"type": "realtime", **(session or {})},
     }
     async with (
-        aiohttp.ClientSession() as http,
+        tls.http_session(base_url) as http,
         http.post(
             f"{base_url.rstrip('/')}/realtime/client_secrets",
             json=body,

@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="any program: run with OPENAI_BASE_URL, OPENAI_API_KEY and RTSIM_SCENARIO set",
     )
     parser.add_argument("--server", metavar="URL", help="use a running rtsim serve instead of embedded ones")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="embedded simulators serve HTTPS/WSS from a local CA; clients get SSL_CERT_FILE and "
+        "NODE_EXTRA_CA_CERTS naming it",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--jobs",
@@ -102,6 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
         webrtc_jobs=args.webrtc_jobs,
         out_dir=out_dir,
         server_url=args.server,
+        tls=args.tls,
     )
     if live_wanted():
         with LiveProgress(matrix_pairs(scenarios, clients), args.jobs) as display:

@@ -34,7 +34,8 @@ class NetworkLink:
         proxy = await self.client.create_proxy(
             self.name, f"{target.hostname}:{target.port}", listen="127.0.0.1:0"
         )
-        return f"http://{proxy['listen']}{target.path}"
+        # A TCP proxy: TLS passes through it untouched, so the client keeps the simulator's scheme.
+        return f"{target.scheme}://{proxy['listen']}{target.path}"
 
     async def add(
         self,

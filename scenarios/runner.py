@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from rtsim.clients.common import utterance
 from rtsim.simulator import control, tokens
 from rtsim.simulator.faults import timing
 from rtsim.simulator.protocol import RealtimeError
@@ -87,18 +88,37 @@ def run_key(scenario: Scenario, client: ClientSpec, seed: int) -> str:
     return f"sk-rtsim-{scenario.name}-{client.name}-{seed}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
 
 
+def voice_audio_turns(document: dict[str, Any], prefix: Path, seed: int) -> None:
+    """Each audio turn's voice as a file beside the scenario (`audio_file`: raw pcm16 24 kHz mono, the
+    trailing silence included), so a client in any language plays the same speech the Python clients make."""
+    for index, turn in enumerate(document["turns"]):
+        if turn.get("mode") == "audio":
+            path = prefix.with_name(f"{prefix.name}.turn{index}.pcm")
+            path.write_bytes(utterance(turn["say"], seed))
+            turn["audio_file"] = str(path.resolve())
+
+
 class EmbeddedSimulator:
     """A simulator of the run's own, in this process, configured from the scenario."""
 
-    def __init__(self, scenario: Scenario, seed: int, script_path: Path) -> None:
+    def __init__(
+        self, scenario: Scenario, seed: int, script_path: Path, tls_ca_file: Path | None = None
+    ) -> None:
         config = ServerConfig(
             profile=scenario.profile,
             seed=seed,
             script=str(script_path),
+            tls=tls_ca_file is not None,
+            tls_ca_file=str(tls_ca_file) if tls_ca_file is not None else None,
             **{k: v for k, v in scenario.server.items() if k != "seed"},
         )
         self.server = RealtimeServer(config)
         self.base_url = ""
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What the client needs beyond the base URL: over TLS, the variables that make it trust the CA."""
+        return self.server.tls.client_env() if self.server.tls is not None else {}
 
     async def start(self) -> None:
         self.base_url = await self.server.start()
@@ -142,6 +162,8 @@ class RemoteSimulator:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self._tasks: list[asyncio.Task[None]] = []
+        # An https simulator's CA is whatever this process trusts (SSL_CERT_FILE), which the client inherits.
+        self.client_env: dict[str, str] = {}
 
     async def start(self) -> None:
         status, _ = await asyncio.to_thread(control.call, self.base_url, "GET", f"{control.PREFIX}/sessions")
@@ -210,17 +232,23 @@ async def run_one(
     out_dir: Path | None = None,
     server_url: str | None = None,
     extra_env: dict[str, str] | None = None,
+    tls: bool = False,
 ) -> RunResult:
-    """One scenario against one client, on a simulator of its own (or the one at `server_url`)."""
+    """One scenario against one client, on a simulator of its own (or the one at `server_url`); `tls`: the
+    embedded simulator serves HTTPS/WSS from a local CA the client is told to trust."""
     out_dir = out_dir or Path("runs") / "adhoc"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{scenario.name}--{client.name}"
     script_path = out_dir / f"{stem}.script.yaml"
     script_path.write_text(yaml.safe_dump(scenario.model_script()))
     scenario_path = out_dir / f"{stem}.scenario.json"
-    scenario_path.write_text(json.dumps(scenario.client_document(), indent=2))
+    document = scenario.client_document()
+    await asyncio.to_thread(voice_audio_turns, document, out_dir / stem, seed)
+    scenario_path.write_text(json.dumps(document, indent=2))
     simulator: EmbeddedSimulator | RemoteSimulator = (
-        RemoteSimulator(server_url) if server_url else EmbeddedSimulator(scenario, seed, script_path)
+        RemoteSimulator(server_url)
+        if server_url
+        else EmbeddedSimulator(scenario, seed, script_path, out_dir / f"{stem}.ca.pem" if tls else None)
     )
     await simulator.start()
     key = run_key(scenario, client, seed)
@@ -233,6 +261,7 @@ async def run_one(
         client_url = await link.start(simulator.base_url) if link is not None else simulator.base_url
         env = {
             **os.environ,
+            **simulator.client_env,
             **(extra_env or {}),
             "OPENAI_BASE_URL": client_url,
             "OPENAI_API_KEY": key,
@@ -421,6 +450,7 @@ async def run_matrix(
     webrtc_jobs: int | None = None,
     out_dir: Path,
     server_url: str | None = None,
+    tls: bool = False,
     progress: Callable[[str], None] | None = None,
     on_start: Callable[[Scenario, ClientSpec], None] | None = None,
     on_done: Callable[[RunResult, str], None] | None = None,
@@ -443,7 +473,9 @@ async def run_matrix(
         async with media if scenario.transport == "webrtc" else contextlib.nullcontext(), semaphore:
             if on_start is not None:
                 on_start(scenario, client)
-            result = await run_one(scenario, client, seed=seed, out_dir=out_dir, server_url=server_url)
+            result = await run_one(
+                scenario, client, seed=seed, out_dir=out_dir, server_url=server_url, tls=tls
+            )
         done += 1
         status = "PASS" if result.passed else "FAIL"
         line = f"[{done}/{len(pairs)}] {scenario.name} × {client.name}: {status} ({result.seconds:.1f}s)"

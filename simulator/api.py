@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import os
 import secrets
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -230,8 +231,9 @@ class HistoryQuery:
 class Simulator:
     """An in-process simulator on a loopback port for the length of an `async with` block.
 
-    Keyword arguments are `ServerConfig` fields (`profile`, `max_session`, `seed`, `pacing`, `chaos`, …);
-    `api_key` is the key `env` hands to a client (by default one unique to this simulator).
+    Keyword arguments are `ServerConfig` fields (`profile`, `max_session`, `seed`, `pacing`, `chaos`, `tls`,
+    …); `api_key` is the key `env` hands to a client (by default one unique to this simulator). With
+    `tls=True` it serves HTTPS/WSS from a local CA: `ssl_context` trusts it, and `env` names it for clients.
     """
 
     def __init__(
@@ -304,7 +306,21 @@ class Simulator:
         if self.config.profile == "azure":
             env["AZURE_OPENAI_ENDPOINT"] = self.control_url
             env["AZURE_OPENAI_API_KEY"] = self.api_key
+        if self.server.tls is not None:  # tls=True: SSL_CERT_FILE and NODE_EXTRA_CA_CERTS name the CA
+            env.update(self.server.tls.client_env())
         return env
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """With `tls=True`: a verifying client context that trusts this simulator (for `websockets.connect(
+        ssl=...)`, `httpx.AsyncClient(verify=...)`, `aiohttp.TCPConnector(ssl=...)`); None over plain HTTP."""
+        self._require_running("ssl_context")
+        return self.server.tls.client_context() if self.server.tls is not None else None
+
+    @property
+    def ca_file(self) -> str | None:
+        """With `tls=True`: the PEM file of the local CA that issued the server's certificate."""
+        return self.server.tls.ca_file if self.server.tls is not None else None
 
     # ---- faults, sessions, waiting ------------------------------------------------------------------
 
@@ -476,6 +492,14 @@ class SyncSimulator:
     @property
     def env(self) -> dict[str, str]:
         return self._sim.env
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return self._sim.ssl_context
+
+    @property
+    def ca_file(self) -> str | None:
+        return self._sim.ca_file
 
     def inject(
         self,

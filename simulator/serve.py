@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import plan
+from . import plan, tls
 from .engine.state import EXPIRY_ENDINGS, FASTER_THAN_REAL_TIME, TRANSCRIPTION_DELAY
 from .protocol import RealtimeError
 from .server import DEFAULT_WEBHOOK_SECRET, PROFILES, ServerConfig, serve_forever
@@ -136,6 +136,20 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="close sessions after this long without activity (streaming-session rule)",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS and WSS with a local CA made at start (its certificate is printed and written "
+        "to --tls-ca-file)",
+    )
+    parser.add_argument(
+        "--tls-ca-file",
+        metavar="PATH",
+        help="with --tls: where the local CA certificate is written (default: a temporary directory); with "
+        "--tls-cert: the CA that issued it",
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve this certificate (implies --tls)")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
         "--max-sessions-per-key",
         type=int,
         metavar="N",
@@ -183,6 +197,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         webhook_secret=getattr(args, "webhook_secret", None) or DEFAULT_WEBHOOK_SECRET,
         webhook_timeout=getattr(args, "webhook_timeout", 10.0),
         sip_ring_timeout=getattr(args, "sip_ring_timeout", 60.0) or None,
+        tls=args.tls or args.tls_cert is not None,
+        tls_ca_file=args.tls_ca_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -222,8 +240,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if config.tls and config.tls_cert is None and config.tls_ca_file is None:
+        config.tls_ca_file = tls.default_ca_path()  # chosen here so the trust lines can name it
+
     def ready(base_url: str) -> None:
-        print(base_url, flush=True)
+        print(base_url, flush=True)  # the first line is the base URL: scripts read it
+        if config.tls:
+            print("\n".join(tls.trust_lines(config.tls_ca_file)), flush=True)
 
     run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     if getattr(args, "loop", "asyncio") == "uvloop":
@@ -241,12 +265,14 @@ def run_serve(args: argparse.Namespace) -> int:
         if workers > 1:
             from .workers import supervise
 
-            config = config_from_args(args)
             if config.chaos:
                 plan.parse(config.chaos)  # a plan that does not parse is refused here, not by every worker
             asyncio.run(supervise(config, workers, loop=args.loop, ready=ready))
             return 0
-        run(serve_forever(config_from_args(args), ready))
+        run(serve_forever(config, ready))
+    except tls.TLSConfigError as exc:
+        print(f"rtsim serve: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"rtsim serve: {exc}", file=sys.stderr)
         return 1

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import control, plan, session_config
+from . import control, plan, session_config, tls
 from .admission import (
     MISSING_CREDENTIAL,
     MISSING_CREDENTIAL_REFUSAL,
@@ -124,6 +125,12 @@ class ServerConfig:
     # fault ids, so they are unique across workers), SO_REUSEPORT on the public port, and a private control
     # port on loopback through which its peers reach it.
     worker: int | None = None
+    # HTTPS/WSS on the one port (simulator/tls.py): a local CA made at start, its certificate written to
+    # tls_ca_file (None: a temporary file); or the user's own tls_cert/tls_key (tls_ca_file: its issuer).
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def ids(self, conn_id: str) -> IdFactory:
         """The id factory of one connection's session."""
@@ -190,6 +197,7 @@ class RealtimeServer:
         self.private_url = ""  # a worker's own control address (loopback), for its peers
         self.peers: list[tuple[int, str]] = []  # the other workers: (number, private base URL)
         self.loop_lag = LoopLagMonitor()  # the longest event-loop stall goes in the stop record
+        self.tls: tls.ServerTLS | None = None  # set by start() when the config asks for TLS
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -244,23 +252,36 @@ class RealtimeServer:
             return await self.sip.hangup(request)
         return await self.webrtc.hangup(request)
 
-    async def _listen(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+    async def _listen(
+        self, host: str, port: int, *, reuse_port: bool = False, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
         """Serve the app on one more socket (every listening socket is made here); returns its port."""
         assert self.runner is not None
-        site = web.TCPSite(self.runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+        site = web.TCPSite(
+            self.runner, host, port, reuse_address=True, reuse_port=reuse_port or None, ssl_context=ssl_context
+        )
         await site.start()
         server = site._server
         assert server is not None
         return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
     async def start(self) -> str:
+        config = self.config
+        if config.tls or config.tls_cert is not None:
+            # Key generation is CPU work: off the event loop.
+            self.tls = await asyncio.to_thread(
+                tls.server_tls, cert_file=config.tls_cert, key_file=config.tls_key, ca_file=config.tls_ca_file
+            )
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self.runner.setup()
-        worker = self.config.worker is not None
-        self.port = await self._listen(self.config.host, self.config.port, reuse_port=worker)
-        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
-        self.base_url = f"http://{host}:{self.port}/v1"
+        worker = config.worker is not None
+        ssl_context = self.tls.context if self.tls is not None else None
+        self.port = await self._listen(config.host, config.port, reuse_port=worker, ssl_context=ssl_context)
+        host = config.host if ":" not in config.host else f"[{config.host}]"
+        scheme = "https" if self.tls is not None else "http"
+        self.base_url = f"{scheme}://{host}:{self.port}/v1"
         if worker:
+            # The private control port stays plain HTTP: only this machine's peers reach it, on loopback.
             self.private_url = f"http://127.0.0.1:{await self._listen('127.0.0.1', 0)}/v1"
         self.loop_lag.start()
         self.history.record(
@@ -280,6 +301,8 @@ class RealtimeServer:
         await self.sip.stop()
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.tls is not None:
+            self.tls.remove_temporary()
         await self.loop_lag.stop()
         self.history.record("server", event="stop", max_loop_lag_ms=self.loop_lag.max_lag_ms)
         self.history.close()

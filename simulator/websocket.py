@@ -35,6 +35,9 @@ def peer_has_gone(transport: asyncio.BaseTransport) -> bool:
     return state in TCP_GONE_STATES
 
 
+NO_STATUS_RECEIVED = 1005
+
+
 class WebSocketCarrier(Carrier):
     """A session over one WebSocket connection."""
 
@@ -161,7 +164,9 @@ class WebSocketCarrier(Carrier):
                 msg = await self.ws.receive()
                 now = self.loop.time()
                 if msg.type == WSMsgType.CLOSE:  # the client's close frame: keep its code and reason
-                    self.client_close = (msg.data, msg.extra or "")
+                    # A close frame without a status code is 1005, "no status received" (RFC 6455 7.1.5);
+                    # aiohttp reports it as 0. (@openai/agents-realtime's close() sends one.)
+                    self.client_close = (msg.data or NO_STATUS_RECEIVED, msg.extra or "")
                     break
                 if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break

@@ -1,0 +1,227 @@
+"""The compatibility matrix: real clients, each pinned, against the built-in fault scenarios over `--tls`.
+
+    .venv/bin/python compat/matrix.py [--only NAME ...] [--jobs N] [--readme]
+
+Every framework runs through a small adapter (compat/node/*.mjs, compat/python/*_adapter.py) that plays the
+scenario's turns with the framework's own API and nothing else — whatever the framework does after a fault is
+what the checkers judge. Each cell is one `rtsim run SCENARIO --tls --client-cmd CMD` (printed under the
+table); the table goes to build/compat/matrix.md, and into README.md between its markers with --readme.
+Installed by `make compat` (compat/install.sh): the frameworks' venvs under build/compat/, npm under
+compat/node/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtsim.scenarios.runner import ClientSpec, RunResult, run_matrix
+from rtsim.scenarios.spec import LIBRARY, Scenario, load
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "compat"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- compat-matrix:begin -->", "<!-- compat-matrix:end -->"
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str
+    label: str  # the package and its pin, as the table shows it
+    command: tuple[str, ...]  # relative to the repository root
+    needs: str | None = None  # a file that exists once `make compat` installed it
+    note: str = ""  # a row not run here, and why
+
+    @property
+    def installed(self) -> bool:
+        return self.needs is None or (ROOT / self.needs).exists()
+
+
+def _python(venv: str, adapter: str) -> tuple[str, ...]:
+    return (f"build/compat/{venv}/bin/python", f"compat/python/{adapter}")
+
+
+FRAMEWORKS = (
+    Framework(
+        "openai-python",
+        "openai (Python) 3.57.0, `realtime.connect(on_reconnecting=...)`",
+        ("build/compat/openai-python/bin/python", "-m", "rtsim.clients.openai_sdk"),
+        needs="build/compat/openai-python/bin/python",
+    ),
+    Framework(
+        "openai-node",
+        "openai (Node) 7.59.0, `OpenAIRealtimeWS({reconnect: true})`",
+        ("node", "compat/node/openai-sdk.mjs"),
+        needs="compat/node/node_modules/openai",
+    ),
+    Framework(
+        "agents-realtime-node",
+        "@openai/agents-realtime 0.20.0, WebSocket (Node)",
+        ("node", "compat/node/agents-realtime.mjs"),
+        needs="compat/node/node_modules/@openai/agents-realtime",
+    ),
+    Framework(
+        "agents-realtime-browser",
+        "@openai/agents-realtime 0.20.0, WebRTC (Chromium)",
+        (),
+        note="the browser cell: `rtsim run --client browser` (P6)",
+    ),
+    Framework(
+        "openai-agents",
+        "openai-agents (Python) 0.24.0, `agents.realtime`",
+        _python("openai-agents", "openai_agents_adapter.py"),
+        needs="build/compat/openai-agents/bin/python",
+    ),
+    Framework(
+        "pipecat",
+        "pipecat-ai[openai] 1.14.0, `OpenAIRealtimeLLMService`",
+        _python("pipecat", "pipecat_adapter.py"),
+        needs="build/compat/pipecat/bin/python",
+    ),
+    Framework(
+        "livekit",
+        "livekit-agents + livekit-plugins-openai 1.8.9, `RealtimeModel`",
+        _python("livekit", "livekit_adapter.py"),
+        needs="build/compat/livekit/bin/python",
+    ),
+)
+
+# The columns: a plain text + voice turn, then what each fault family does to the framework.
+COLUMNS = (
+    ("text + voice turn", ROOT / "compat" / "scenarios" / "text-and-voice.yaml"),
+    ("1006 drop", LIBRARY / "drop-mid-response.yaml"),
+    ("close 1011", LIBRARY / "close-1011.yaml"),
+    ("session cap", LIBRARY / "cap-60min-rotation.yaml"),
+    ("token expiry", LIBRARY / "token-expiry-before-reconnect.yaml"),
+)
+TURN_CHECKS = ("answer", "no_lost_turns")  # the plain column's checks a working client must pass
+CONTEXT_COLUMN = "context after reconnect"  # the context_restored check of the close-1011 run
+CONTEXT_FROM = "close-1011"
+
+
+def cell_command(scenario_path: Path, framework: Framework) -> str:
+    relative = scenario_path.relative_to(ROOT) if scenario_path.is_relative_to(ROOT) else scenario_path
+    target = scenario_path.stem if scenario_path.parent == LIBRARY else str(relative)
+    return f".venv/bin/rtsim run {target} --tls --client-cmd {shlex.quote(shlex.join(framework.command))}"
+
+
+def verdict_text(result: RunResult) -> str:
+    if result.passed:
+        return "PASS"
+    failing = [v for v in result.verdicts if not v.ok]
+    if not failing:
+        return "FAIL — the client was killed"
+    first, others = failing[0], [v.name for v in failing[1:]]
+    reason = f"{first.name}: {first.reason}"[:220]
+    also = f" (also: {', '.join(others)})" if others else ""
+    return "FAIL — " + (reason + also).replace("|", "\\|").replace("\n", " ")
+
+
+def context_text(result: RunResult) -> str:
+    verdict = next((v for v in result.verdicts if v.name == "context_restored"), None)
+    if verdict is None:
+        return "—"
+    return "PASS" if verdict.ok else "FAIL — " + verdict.reason.replace("|", "\\|")[:220]
+
+
+def table(results: dict[tuple[str, str], RunResult], frameworks: list[Framework], seconds: float) -> str:
+    header = ["client", *(name for name, _ in COLUMNS), CONTEXT_COLUMN]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for framework in frameworks:
+        cells = [framework.label]
+        if framework.note or not framework.installed:
+            reason = framework.note or "not installed (`make compat`)"
+            lines.append("| " + " | ".join([*cells, *([reason] + ["—"] * len(COLUMNS))]) + " |")
+            continue
+        for _, path in COLUMNS:
+            result = results.get((framework.name, path.stem))
+            cells.append(verdict_text(result) if result is not None else "not run")
+        context = results.get((framework.name, CONTEXT_FROM))
+        cells.append(context_text(context) if context is not None else "not run")
+        lines.append("| " + " | ".join(cells) + " |")
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    lines += [
+        "",
+        f"Run {stamp} over `--tls`: {len(results)} cells in {seconds:.0f} s (installs excluded).",
+        "Each cell is one command (from the repository root, after `make compat`):",
+        "",
+    ]
+    for framework in frameworks:
+        if framework.note or not framework.installed:
+            continue
+        for column, path in COLUMNS:
+            lines.append(f"- {framework.name} × {column}: `{cell_command(path, framework)}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(text: str) -> None:
+    readme = README.read_text()
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"README.md has no {BEGIN} … {END} markers")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+
+
+def absolute(command: tuple[str, ...]) -> list[str]:
+    """The command with its program made absolute when it is a path in the repository (a venv's python)."""
+    program = str(ROOT / command[0]) if "/" in command[0] else command[0]
+    return [program, *(str(ROOT / arg) if arg.startswith("compat/") else arg for arg in command[1:])]
+
+
+async def run(frameworks: list[Framework], jobs: int, out_dir: Path) -> dict[tuple[str, str], RunResult]:
+    scenarios: list[Scenario] = [load(path) for _, path in COLUMNS]
+    clients = [ClientSpec(f.name, absolute(f.command)) for f in frameworks if f.installed and not f.note]
+    results = await run_matrix(
+        scenarios,
+        clients,
+        jobs=jobs,
+        out_dir=out_dir,
+        tls=True,
+        progress=lambda line: print("  " + line, flush=True),
+    )
+    return {(r.client.name, r.scenario.name): r for r in results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", action="append", metavar="NAME", help="only these frameworks (repeatable)")
+    parser.add_argument("--jobs", type=int, default=3, help="runs at once (default 3)")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args(argv)
+    frameworks = [f for f in FRAMEWORKS if not args.only or f.name in args.only]
+    out_dir = BUILD / "runs" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    started = time.monotonic()
+    results = asyncio.run(run(frameworks, args.jobs, out_dir))
+    seconds = time.monotonic() - started
+    text = table(results, frameworks, seconds)
+    BUILD.mkdir(parents=True, exist_ok=True)
+    (BUILD / "matrix.md").write_text(text)
+    summary = {f"{c}×{s}": r.passed for (c, s), r in results.items()}
+    (out_dir / "matrix.json").write_text(json.dumps({"seconds": seconds, "cells": summary}, indent=2))
+    print(text)
+    print(f"histories and client logs: {out_dir}")
+    if args.readme:
+        write_readme(text)
+    # The matrix records findings; it fails only when a client cannot even get its plain turns answered.
+    plain = COLUMNS[0][1].stem
+    broken = [
+        client
+        for (client, scenario), result in results.items()
+        if scenario == plain and any(v.name in TURN_CHECKS and not v.ok for v in result.verdicts)
+    ]
+    if broken:
+        print(f"no answer to the plain turns: {', '.join(broken)}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

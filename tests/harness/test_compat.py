@@ -1,0 +1,97 @@
+"""The compatibility matrix's parts that need no framework installed: voice files for clients in any language,
+the table, its reproduction commands, the README update. (`make compat` runs the matrix itself.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from rtsim.clients.common import utterance
+from rtsim.scenarios.checkers import Verdict
+from rtsim.scenarios.runner import ClientSpec, RunResult, voice_audio_turns
+from rtsim.scenarios.spec import LIBRARY, load
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def matrix() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("compat_matrix", ROOT / "compat" / "matrix.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compat_matrix"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_audio_turns_get_the_voice_the_python_clients_stream(tmp_path: Path) -> None:
+    document = {
+        "turns": [
+            {"at": 0.5, "say": "My name is Alice.", "mode": "text"},
+            {"at": 3.0, "say": "What is my name?", "mode": "audio"},
+        ]
+    }
+    voice_audio_turns(document, tmp_path / "run--client", seed=7)
+    text, spoken = document["turns"]
+    assert "audio_file" not in text
+    voiced = Path(spoken["audio_file"])
+    assert voiced.name == "run--client.turn1.pcm"
+    assert voiced.read_bytes() == utterance("What is my name?", 7)  # speech, then the trailing silence
+
+
+def result(scenario_name: str, client: str, verdicts: list[Verdict]) -> RunResult:
+    path = LIBRARY / f"{scenario_name}.yaml"
+    return RunResult(load(path), ClientSpec(client, ["true"]), verdicts, 0, 1.0)
+
+
+def test_the_table_shows_each_cell_and_the_checkers_reason(matrix: ModuleType) -> None:
+    node = next(f for f in matrix.FRAMEWORKS if f.name == "openai-node")
+    node = matrix.Framework(node.name, node.label, node.command)  # installed for the table's sake
+    browser = next(f for f in matrix.FRAMEWORKS if f.name == "agents-realtime-browser")
+    lost = Verdict("context_restored", False, "sess_1 began answering without the earlier facts | (name)")
+    passed = Verdict("a", True)
+    results = {
+        ("openai-node", "drop-mid-response"): result("drop-mid-response", "openai-node", [passed]),
+        ("openai-node", "close-1011"): result("close-1011", "openai-node", [passed, lost]),
+    }
+    text = matrix.table(results, [node, browser], 12.0)
+    row = next(line for line in text.splitlines() if line.startswith(f"| {node.label}"))
+    cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+    header = next(line for line in text.splitlines() if line.startswith("| client"))
+    columns = [cell.strip() for cell in header.strip("|").split(" | ")]
+    by_column = dict(zip(columns, cells, strict=True))
+    assert by_column["1006 drop"] == "PASS"
+    assert by_column["close 1011"].startswith("FAIL — context_restored: sess_1 began answering")
+    assert "\\|" in by_column["close 1011"]  # a pipe in a reason does not split the markdown cell
+    assert by_column["context after reconnect"].startswith("FAIL")
+    assert by_column["session cap"] == "not run"
+    assert "P6" in next(line for line in text.splitlines() if line.startswith(f"| {browser.label}"))
+    assert (
+        "- openai-node × close 1011: `.venv/bin/rtsim run close-1011 --tls --client-cmd "
+        "'node compat/node/openai-sdk.mjs'`" in text
+    )
+
+
+def test_a_framework_not_installed_says_how_to_install_it(matrix: ModuleType) -> None:
+    absent = matrix.Framework("x", "x 1.0", ("build/compat/none/bin/python", "a.py"), needs="build/none")
+    assert not absent.installed
+    assert "not installed (`make compat`)" in matrix.table({}, [absent], 0.0)
+
+
+def test_the_readme_gets_the_table_between_its_markers(
+    matrix: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{matrix.BEGIN}\nold table\n{matrix.END}\nrest\n")
+    monkeypatch.setattr(matrix, "README", readme)
+    matrix.write_readme("| new |\n")
+    assert readme.read_text() == f"intro\n{matrix.BEGIN}\n| new |\n{matrix.END}\nrest\n"
+
+
+def test_the_plain_turn_scenario_has_a_text_and_a_voice_turn() -> None:
+    scenario = load(ROOT / "compat" / "scenarios" / "text-and-voice.yaml")
+    assert [turn.mode for turn in scenario.user] == ["text", "audio"]
+    assert scenario.model_script()["transcripts"] == ["What is my name?"]
