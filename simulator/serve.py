@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import sys
 
+from . import cors
 from .protocol import RealtimeError
 from .server import PROFILES, ServerConfig, serve_forever
 
@@ -75,6 +76,13 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="end an answered WebRTC call whose ICE/DTLS has not connected by then (default 10; 0: never)",
     )
     parser.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="origin a browser page may call the REST endpoints from (repeatable; default *, as the real "
+        "service: every origin)",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         metavar="SECONDS",
@@ -111,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         admin_token=getattr(args, "admin_token", None),
         history_limit=getattr(args, "history_limit", None),
         webrtc_setup_timeout=getattr(args, "webrtc_setup_timeout", 10.0) or None,
+        cors_origins=list(getattr(args, "cors_origin", None) or cors.DEFAULT_ORIGINS),
     )
 
 

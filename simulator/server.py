@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import control, plan, session_config
+from . import control, cors, plan, session_config
 from .admission import MISSING_CREDENTIAL, Admission, Refusal, incorrect_key_message, json_error
 from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
@@ -101,6 +101,8 @@ class ServerConfig:
             return IdFactory.seeded(self.seed, self.id_secret, conn_id)
         return IdFactory.seeded(self.seed, conn_id)
     webrtc_setup_timeout: float | None = 10.0  # answered calls whose ICE/DTLS never connect end after this
+    # Origins a browser page may call the REST endpoints from (CORS); "*", the real service's, allows all.
+    cors_origins: list[str] = field(default_factory=lambda: list(cors.DEFAULT_ORIGINS))
 
     @property
     def profile_spec(self) -> Profile:
@@ -160,6 +162,7 @@ class RealtimeServer:
             app.router.add_get("/openai/v1/realtime", self.realtime_websocket)
         app.router.add_post("/v1/realtime/calls", self.create_call)
         app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self.hangup_call)
+        cors.Cors(self.config.cors_origins).install(app)
         return app
 
     @property
