@@ -36,6 +36,7 @@ CLIENTS: dict[str, list[str]] = {
     "openai-sdk": [sys.executable, "-m", "rtsim.clients.openai_sdk"],
     "reference-webrtc": [sys.executable, "-m", "rtsim.clients.reference_webrtc"],
     "naive-webrtc": [sys.executable, "-m", "rtsim.clients.naive_webrtc"],
+    "browser": [sys.executable, "-m", "rtsim.clients.browser"],  # headless Chromium running a JS page
 }
 GRACE_SECONDS = 15.0  # beyond the scenario's duration, before a client that does not stop is killed
 
