@@ -115,6 +115,7 @@ class Backend:
         self.records: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.runner: web.AppRunner | None = None
         self.url = ""
+        self.ready_told = False
 
     async def start(self) -> str:
         app = web.Application()
@@ -141,6 +142,12 @@ class Backend:
         return web.FileResponse(PAGE_DIR / "index.html")
 
     async def config(self, request: web.Request) -> web.Response:
+        # The page starts its scenario clock now: so does the harness's fault timeline (RTSIM_READY_FILE).
+        ready = self.env.raw.get("RTSIM_READY_FILE")
+        if ready and not self.ready_told:
+            self.ready_told = True
+            await asyncio.to_thread(Path(ready).touch)
+            self.log("ready")
         return web.json_response(page_config(self.env, self.settings))
 
     async def token(self, request: web.Request) -> web.Response:

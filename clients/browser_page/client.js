@@ -578,6 +578,13 @@ async function main() {
     return;
   }
   report("page_loaded", { resumed: store.resumed, reloads: store.data.reloads, memory: store.data.memory.length });
+  const pending = store.data.pending;
+  const memory = store.data.memory;
+  if (pending !== null && memory.length && memory[memory.length - 1].role === "user" &&
+      memory[memory.length - 1].text === config.scenario.turns[pending.index].say) {
+    memory.pop(); // the cut-off turn is asked again below: restore the conversation without it
+    store.save();
+  }
   let code = 0;
   let client = null;
   try {
@@ -585,6 +592,19 @@ async function main() {
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
     client = new Client(config, micStream);
+    const leaving = client;
+    // The page is going away (a reload, a closed tab): hang the call up, or it lingers on the server
+    // until consent expires. keepalive lets the request outlive the page.
+    window.addEventListener("pagehide", () => {
+      const callId = leaving.call && leaving.call.callId;
+      if (!callId || leaving.closed) return;
+      fetch(`${backend}/hangup`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ call_id: callId }),
+        keepalive: true,
+      });
+    });
     await client.start(store.resumed ? "page reload" : "start");
     await play(client, config.scenario);
   } catch (error) {
