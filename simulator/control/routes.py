@@ -33,7 +33,9 @@ CLIENT_RECORDS_REQUEST = Obj(
     {
         "key": Str(),
         "client": Str(max_length=64),
-        "records": List(Obj({"event": Str(max_length=64)}, open=True), max_items=MAX_CLIENT_RECORDS),
+        "records": List(
+            Obj({"event": Str(max_length=64)}, open=True, required=("event",)), max_items=MAX_CLIENT_RECORDS
+        ),
     },
     required=("key", "client", "records"),
 )
