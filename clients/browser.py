@@ -207,8 +207,11 @@ class Backend:
 
 
 async def drive(env: ClientEnv, settings: Settings, log: JsonLog, workdir: Path) -> int:
-    from playwright.async_api import async_playwright  # only this client needs it
-
+    try:
+        from playwright.async_api import async_playwright  # only this client needs it
+    except ImportError:
+        log("fatal", reason="Playwright is missing: pip install 'rtsim[dev]' (or pip install playwright)")
+        return EXIT_FATAL
     from rtsim.scenarios.screenshot import chromium_path
 
     executable = chromium_path()
