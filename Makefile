@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup chromium report-screenshot run demo test bench clean
+.PHONY: setup chromium report-screenshot run browser demo test bench clean
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory chromium
@@ -27,6 +27,11 @@ chromium:
 
 run: $(STAMP)
 	$(BIN)/rtsim run
+
+# The WebRTC library against the browser reference client: a JS page in headless Chromium (Playwright, from
+# the dev extras, drives the system Chromium installed by `chromium`; no browser download, no npm).
+browser: $(STAMP)
+	$(BIN)/rtsim run scenarios/library/webrtc --client browser --jobs 1
 
 # docs/report.png: the report of a known failure (the naive client loses a connection mid-answer).
 report-screenshot: $(STAMP)
