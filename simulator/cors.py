@@ -9,7 +9,9 @@ Content-Type and returns Access-Control-Allow-Origin: *") and openclaw/openclaw#
 `originator` header "is not allowed by Access-Control-Allow-Headers in preflight response" from
 api.openai.com — the list is fixed, request headers are not reflected). The official SDKs run in a browser
 (`dangerouslyAllowBrowser`) and send `OpenAI-Beta`, `OpenAI-Organization`, `OpenAI-Project` and their
-`X-Stainless-*` telemetry, so those are on the list too.
+`X-Stainless-*` telemetry, so those are on the list too; `@openai/agents-realtime`'s WebRTC transport posts
+its offer from the browser with `X-OpenAI-Agents-SDK` (openaiRealtimeWebRtc.mjs, 0.20.0) and reads the
+answer's `Location` for the call id, so that header is allowed and `Location` exposed.
 
 `Location` (the call id of a new call) is exposed, or a page could not name its call to hang it up.
 
@@ -32,6 +34,7 @@ ALLOWED_HEADERS = (
     "openai-organization",
     "openai-project",
     "x-client-request-id",
+    "x-openai-agents-sdk",
     "x-stainless-arch",
     "x-stainless-lang",
     "x-stainless-os",
