@@ -71,7 +71,11 @@ async def page() -> AsyncIterator[Any]:
             # Served from loopback (a page Chromium did not load from a loopback address needs the Local
             # Network Access permission to call one), on its own origin: localhost, not 127.0.0.1.
             app = web.Application()
-            app.router.add_get("/", lambda request: web.Response(text=PROBE_PAGE, content_type="text/html"))
+
+            async def index(request: web.Request) -> web.Response:
+                return web.Response(text=PROBE_PAGE, content_type="text/html")
+
+            app.router.add_get("/", index)
             runner = web.AppRunner(app)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
