@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup chromium report-screenshot run demo test bench compat clean
+.PHONY: setup chromium npm-browser report-screenshot run browser demo test bench compat clean
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory chromium
+	@$(MAKE) --no-print-directory npm-browser
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -25,8 +26,25 @@ chromium:
 		echo "  sudo apt-get install chromium   (Debian/Ubuntu; or set RTSIM_CHROMIUM=/path/to/chrome)"; \
 	fi
 
+# @openai/agents-realtime (its browser bundle) for tests/browser/test_agents_realtime_webrtc.py, pinned, from npm.
+AGENTS_REALTIME_VERSION := 0.20.0
+NPM_BROWSER := build/npm-browser
+npm-browser:
+	@if command -v npm >/dev/null 2>&1; then \
+		mkdir -p $(NPM_BROWSER) && cd $(NPM_BROWSER) && \
+		([ -f package.json ] || npm init -y >/dev/null) && \
+		npm install --no-audit --no-fund --save-exact @openai/agents-realtime@$(AGENTS_REALTIME_VERSION); \
+	else \
+		echo "npm is missing: the agents-realtime browser test will be skipped (apt-get install npm)"; \
+	fi
+
 run: $(STAMP)
 	$(BIN)/rtsim run
+
+# The WebRTC library against the browser reference client: a JS page in headless Chromium (Playwright, from
+# the dev extras, drives the system Chromium installed by `chromium`; no browser download, no npm).
+browser: $(STAMP)
+	$(BIN)/rtsim run scenarios/library/webrtc --client browser --jobs 1
 
 # docs/report.png: the report of a known failure (the naive client loses a connection mid-answer).
 report-screenshot: $(STAMP)

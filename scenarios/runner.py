@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from rtsim.simulator.server import RealtimeServer, ServerConfig
 
 from .checkers import RunView, Verdict, run_checks
 from .network import NetworkLink
-from .spec import FaultStep, Scenario
+from .spec import CLIENT_STEPS, FaultStep, Scenario
 
 # The built-in clients, as the commands that run them; any other program comes through --client-cmd.
 CLIENTS: dict[str, list[str]] = {
@@ -38,7 +39,15 @@ CLIENTS: dict[str, list[str]] = {
     "openai-sdk": [sys.executable, "-m", "rtsim.clients.openai_sdk"],
     "reference-webrtc": [sys.executable, "-m", "rtsim.clients.reference_webrtc"],
     "naive-webrtc": [sys.executable, "-m", "rtsim.clients.naive_webrtc"],
+    "browser": [sys.executable, "-m", "rtsim.clients.browser"],  # headless Chromium running a JS page
 }
+# Clients a `page-reload` step reaches (by SIGUSR1): the browser, and any program (its own contract).
+RELOADABLE = frozenset({"browser", "custom"})
+RELOAD_SIGNAL = signal.SIGUSR1
+# Clients that say when their scenario clock starts (a browser takes seconds to launch): the harness waits
+# for them to create RTSIM_READY_FILE, at most READY_TIMEOUT seconds, before the fault timeline starts.
+SIGNALS_READY = frozenset({"browser"})
+READY_TIMEOUT = 60.0
 GRACE_SECONDS = 15.0  # beyond the scenario's duration, before a client that does not stop is killed
 
 
@@ -56,6 +65,16 @@ class ClientSpec:
     @classmethod
     def from_command(cls, command: str) -> ClientSpec:
         return cls("custom", shlex.split(command))
+
+    @property
+    def signals_ready(self) -> bool:
+        """Whether the harness waits for this client's RTSIM_READY_FILE before the timeline starts."""
+        return self.name in SIGNALS_READY
+
+    @property
+    def has_page(self) -> bool:
+        """Whether a `page-reload` step is delivered to this client (SIGUSR1) rather than skipped."""
+        return self.name in RELOADABLE
 
 
 @dataclass
@@ -254,6 +273,8 @@ async def run_one(
     key = run_key(scenario, client, seed)
     link = NetworkLink(f"rtsim-{stem}-{seed}", seed=seed) if scenario.needs_proxy else None
     log_path = out_dir / f"{stem}.client.log"
+    ready_path = out_dir / f"{stem}.ready"
+    ready_path.unlink(missing_ok=True)
     started = time.monotonic()
     timed_out = False
     exit_code: int | None = None
@@ -267,6 +288,7 @@ async def run_one(
             "OPENAI_API_KEY": key,
             "RTSIM_SCENARIO": str(scenario_path),
             "RTSIM_SEED": str(seed),
+            "RTSIM_READY_FILE": str(ready_path),
             "PYTHONUNBUFFERED": "1",
         }
         nemesis = Nemesis(simulator, key, scenario.faults, link)
@@ -274,6 +296,9 @@ async def run_one(
             process = await asyncio.create_subprocess_exec(
                 *client.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
             )
+            nemesis.client = (client, process)
+            if client.signals_ready:
+                await wait_ready(ready_path, process)
             nemesis.start(asyncio.get_running_loop())
             try:
                 exit_code = await asyncio.wait_for(process.wait(), scenario.duration + GRACE_SECONDS)
@@ -324,6 +349,19 @@ async def run_one(
     )
 
 
+async def wait_ready(path: Path, process: asyncio.subprocess.Process, timeout: float = READY_TIMEOUT) -> None:
+    """Until the client has created `path` (its scenario clock starts), exited, or `timeout` passed.
+
+    A file, not a pipe or a signal: any program in any language can create one."""
+    deadline = time.monotonic() + timeout
+
+    def poll() -> None:
+        while not path.exists() and process.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    await asyncio.to_thread(poll)
+
+
 class Nemesis:
     """The fault timeline of one run: at fixed times, or a delay after the nth server event of a type.
 
@@ -350,6 +388,7 @@ class Nemesis:
         self.clock: timing.EventCounter | None = None
         self._unfollow: Callable[[], None] | None = None
         self._on_contact: list[FaultStep] = []  # fixed-time steps waiting for the client's first request
+        self.client: tuple[ClientSpec, asyncio.subprocess.Process] | None = None  # for client steps
 
     @staticmethod
     def moment(step: FaultStep) -> timing.When:
@@ -385,6 +424,9 @@ class Nemesis:
                 self.cancels.append(timing.arm(self.moment(step), clock, lambda s=step: self.fire(s)))
 
     def fire(self, step: FaultStep) -> None:
+        if step.kind in CLIENT_STEPS:
+            self._client_step(step)
+            return
         tasks, work = (
             (self.tasks, self._toxic(step)) if step.kind == "toxic" else (self.injections, self._inject(step))
         )
@@ -398,6 +440,21 @@ class Nemesis:
             self.log.append(f"{step.describe()}: {result}")
         except RealtimeError as exc:  # e.g. the client was between sessions at that moment
             self.log.append(f"{step.describe()}: skipped ({exc.message})")
+
+    def _client_step(self, step: FaultStep) -> None:
+        """A step the client acts out (the user reloading its page): a signal to the client process."""
+        if self.client is None:
+            return
+        spec, process = self.client
+        if not spec.has_page:
+            self.log.append(f"{step.describe()}: skipped (the {spec.name} client has no page to reload)")
+            return
+        if process.returncode is not None:
+            self.log.append(f"{step.describe()}: skipped (the client had exited)")
+            return
+        process.send_signal(RELOAD_SIGNAL)
+        self.simulator.note_fault(step.kind, dict(step.params), self.key, route="scenario:client")
+        self.log.append(f"{step.describe()}: SIGUSR1 sent to the {spec.name} client")
 
     async def _toxic(self, step: FaultStep) -> None:
         """Add a toxic on the link (and take it away after `duration`), recording both in the history."""
@@ -435,10 +492,11 @@ DEFAULT_CLIENT = {"websocket": "reference", "webrtc": "reference-webrtc"}
 def matrix_pairs(
     scenarios: Sequence[Scenario], clients: Sequence[ClientSpec]
 ) -> list[tuple[Scenario, ClientSpec]]:
-    """The runs of a matrix, in order: every scenario per client, or each with its transport's reference."""
+    """The runs of a matrix, in order: every scenario per client, or each with its own client (`client:`, by
+    default its transport's reference)."""
     if clients:
         return [(s, c) for c in clients for s in scenarios]
-    return [(s, ClientSpec.named(DEFAULT_CLIENT[s.transport])) for s in scenarios]
+    return [(s, ClientSpec.named(s.client or DEFAULT_CLIENT[s.transport])) for s in scenarios]
 
 
 async def run_matrix(

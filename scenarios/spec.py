@@ -19,6 +19,11 @@ A scenario file (YAML) looks like::
       - {after: {event: response.created, nth: 2, delay: 0.3}, kind: close, params: {code: 1011}}
       - {at: 5, kind: toxic, params: {type: latency, attributes: {latency: 300, jitter: 50}, duration: 4}}
 
+A `page-reload` step is the user reloading the page of a browser client (`client: browser`): the harness
+sends the client process SIGUSR1 (the built-in `browser` client and `--client-cmd` programs; the other
+built-in clients have no page, and the step is skipped for them, saying so). `client:` names the client a
+scenario runs against when `rtsim run` is given none (default: the reference client of its transport).
+
 A `toxic` step puts a Toxiproxy proxy between client and simulator for the whole run (embedded, or the
 real one at TOXIPROXY_URL) and adds that toxic at its moment — `type`, `attributes`, `stream` (downstream
 = simulator to client, the default), `toxicity` — removing it after `duration` seconds (else it stays).
@@ -49,6 +54,7 @@ from rtsim.simulator.toxiproxy import TOXIC_TYPES
 
 LIBRARY = Path(__file__).parent / "library"
 SCALED_SERVER_KEYS = ("max_session", "token_ttl", "idle_timeout")
+CLIENT_STEPS = ("page-reload",)  # faults the client process acts out, not the simulator
 SERVER_KEYS = (
     *SCALED_SERVER_KEYS,
     "expiry_ending",
@@ -116,6 +122,7 @@ class Scenario:
     instructions: str | None = None
     tools: tuple[Mapping[str, Any], ...] = ()
     script: Mapping[str, Any] | None = None
+    client: str | None = None  # the client run when none is named (None: the transport's reference)
     source: str = ""
 
     @property
@@ -174,6 +181,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario:
         "instructions",
         "tools",
         "script",
+        "client",
     }
     unknown = set(data) - known
     if unknown:
@@ -215,14 +223,22 @@ def from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario:
         instructions=data.get("instructions"),
         tools=tuple(data.get("tools") or ()),
         script=data.get("script"),
+        client=_client_name(data.get("client"), where),
         source=source,
     )
 
 
+def _client_name(value: Any, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ScenarioError(f"{where}: client must be the name of a built-in client")
+    return value
+
+
 def _fault(raw: Any, index: int, scale: float, where: str) -> FaultStep:
-    if not isinstance(raw, Mapping) or raw.get("kind") not in (*CATALOGUE, "toxic"):
+    if not isinstance(raw, Mapping) or raw.get("kind") not in (*CATALOGUE, "toxic", *CLIENT_STEPS):
         raise ScenarioError(
-            f"{where}: faults[{index}] needs a `kind` from the catalogue ({', '.join(CATALOGUE)}) or `toxic`"
+            f"{where}: faults[{index}] needs a `kind` from the catalogue ({', '.join(CATALOGUE)}), `toxic` "
+            f"or a client step ({', '.join(CLIENT_STEPS)})"
         )
     params = dict(raw.get("params") or {})
     if raw["kind"] == "toxic":

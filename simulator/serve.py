@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import plan, tls
+from . import cors, plan, tls
 from .engine.state import EXPIRY_ENDINGS, FASTER_THAN_REAL_TIME, TRANSCRIPTION_DELAY
 from .protocol import RealtimeError
 from .server import DEFAULT_WEBHOOK_SECRET, PROFILES, ServerConfig, serve_forever
@@ -130,6 +130,13 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="a SIP call nobody accepts or rejects by then is missed (default 60; 0: rings forever)",
     )
     parser.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="origin a browser page may call the REST endpoints from (repeatable; default *, as the real "
+        "service: every origin)",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         metavar="SECONDS",
@@ -201,6 +208,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_ca_file=args.tls_ca_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        cors_origins=list(getattr(args, "cors_origin", None) or cors.DEFAULT_ORIGINS),
     )
 
 

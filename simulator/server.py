@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import control, plan, session_config, tls
+from . import control, cors, plan, session_config, tls
 from .admission import (
     MISSING_CREDENTIAL,
     MISSING_CREDENTIAL_REFUSAL,
@@ -137,12 +137,16 @@ class ServerConfig:
         if self.id_secret:
             return IdFactory.seeded(self.seed, self.id_secret, conn_id)
         return IdFactory.seeded(self.seed, conn_id)
+
     webrtc_setup_timeout: float | None = 10.0  # answered calls whose ICE/DTLS never connect end after this
     # SIP: the secret `realtime.call.incoming` webhooks are signed with (Standard Webhooks; `whsec_` + base64,
     # as the platform issues them), how long one delivery may take, and how long a call rings unanswered.
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     webhook_timeout: float = 10.0
     sip_ring_timeout: float | None = 60.0
+
+    # Origins a browser page may call the REST endpoints from (CORS); "*", the real service's, allows all.
+    cors_origins: list[str] = field(default_factory=lambda: list(cors.DEFAULT_ORIGINS))
 
     def allowed_models(self) -> frozenset[str] | None:
         """The model names sessions may use, or None for any."""
@@ -224,6 +228,7 @@ class RealtimeServer:
         # WHIP-style ICE restart, nor a DELETE; both are unknown URLs there (see docs/parity.md).
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             app.router.add_route(method, "/v1/realtime/calls/{call_id}", unknown_url)
+        cors.Cors(self.config.cors_origins).install(app)
         return app
 
     @property
@@ -258,7 +263,12 @@ class RealtimeServer:
         """Serve the app on one more socket (every listening socket is made here); returns its port."""
         assert self.runner is not None
         site = web.TCPSite(
-            self.runner, host, port, reuse_address=True, reuse_port=reuse_port or None, ssl_context=ssl_context
+            self.runner,
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            ssl_context=ssl_context,
         )
         await site.start()
         server = site._server

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Collection
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -39,6 +41,21 @@ SIP_RING_REQUEST = Obj(
 )
 DTMF_REQUEST = Obj({"keys": Str()}, required=("keys",))
 SAY_REQUEST = Obj({"text": Str(max_length=2000)}, required=("text",))
+MAX_CLIENT_RECORDS = 100  # per request
+MAX_CLIENT_RECORD_BYTES = 8192  # per record, as JSON
+CLIENT_RECORDS_REQUEST = Obj(
+    {
+        "key": Str(),
+        "client": Str(max_length=64),
+        "records": List(
+            Obj({"event": Str(max_length=64)}, open=True, required=("event",)), max_items=MAX_CLIENT_RECORDS
+        ),
+    },
+    required=("key", "client", "records"),
+)
+
+# A client record cannot pass itself off as the server's own bookkeeping.
+RESERVED_FIELDS = frozenset({"seq", "t", "wall", "kind", "key_id", "client", "session", "conn"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,6 +70,11 @@ def bad_request(status: int, message: str, param: str | None = None) -> web.Resp
 # addresses. Any other (127.0.0.2 included, and names, which may resolve anywhere) needs the token.
 TRUSTED_BIND_ADDRESSES = frozenset({"127.0.0.1", "::1"})
 SAFE_FETCH_SITES = frozenset({"none", "same-origin"})
+
+
+def client_page() -> Path:
+    """Where the browser reference client's static files are (package data of `rtsim.clients`)."""
+    return Path(str(resources.files("rtsim.clients"))) / "browser_page"
 
 
 def is_loopback(host: str) -> bool:
@@ -242,6 +264,24 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         )
         return web.Response(text=server.history.to_jsonl(records), content_type="application/x-ndjson")
 
+    async def client_records(request: web.Request) -> web.Response:
+        """What a client saw (a browser's states and getStats), joined to its key's records as `client`."""
+        try:
+            body = check(CLIENT_RECORDS_REQUEST, await read_json(request, None), "")
+        except ValueError:
+            return bad_request(400, "The request body is not valid JSON.")
+        except RealtimeError as exc:
+            return bad_request(400, exc.message, exc.param)
+        for index, record in enumerate(body["records"]):
+            if len(json.dumps(record)) > MAX_CLIENT_RECORD_BYTES:
+                too_big = f"records[{index}] is over {MAX_CLIENT_RECORD_BYTES} bytes."
+                return bad_request(400, too_big, "records")
+        identity = key_id(body["key"])
+        for record in body["records"]:
+            fields = {k: v for k, v in record.items() if k not in RESERVED_FIELDS}
+            server.history.record("client", key_id=identity, client=body["client"], **fields)
+        return web.json_response({"recorded": len(body["records"])})
+
     async def summary(request: web.Request) -> web.Response:
         if not server.peers or fanout.LOCAL_HEADER in request.headers:
             return web.json_response(
@@ -343,6 +383,7 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
     )
     app.router.add_get(f"{PREFIX}/history", guarded(federated_history))
     app.router.add_get(f"{PREFIX}/summary", guarded(summary))
+    app.router.add_post(f"{PREFIX}/client-records", guarded(client_records))
     if kinds is None:
         app.router.add_post("/v1/streaming.keep_alive", keep_alive)
         app.router.add_post(f"{PREFIX}/sip/calls", guarded(sip_ring))
@@ -350,3 +391,9 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
         app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/dtmf", guarded(sip_dtmf))
         app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/say", guarded(sip_say))
         app.router.add_post(f"{PREFIX}/sip/calls/{{call_id}}/hangup", guarded(sip_caller_hangup))
+        # The browser reference client's page, for a person to open (with ?backend= naming the app backend
+        # that mints its tokens, e.g. `python -m rtsim.clients.browser`'s). Static files, not the control
+        # API: a browser must load them, so they are not guarded (and no CORS is granted on them either).
+        page = client_page()
+        if page.is_dir():
+            app.router.add_static(f"{PREFIX}/client/", page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from ..schema import Int, Num, Obj
+from ..schema import Enum, Int, Num, Obj
 from .kind import MAX_FAULT_SECONDS, WEBRTC, FaultKind, Target
 
 if TYPE_CHECKING:
@@ -44,6 +44,24 @@ def datachannel_close(target: Target, params: dict[str, Any]) -> str:
     return "oai-events data channel closed by the server"
 
 
+def _for(params: dict[str, Any]) -> str:
+    seconds = params.get("seconds")
+    return f"for {seconds:g} s" if seconds is not None else "for the rest of the call"
+
+
+def webrtc_loss(target: Target, params: dict[str, Any]) -> str:
+    percent, direction = params.get("percent", 5.0), params.get("direction", "both")
+    _call(target).impair(direction, seconds=params.get("seconds"), loss=percent / 100)
+    return f"{percent:g}% of the call's datagrams lost ({direction}) {_for(params)}"
+
+
+def webrtc_latency(target: Target, params: dict[str, Any]) -> str:
+    ms, jitter_ms = params.get("ms", 200.0), params.get("jitter_ms", 0.0)
+    direction = params.get("direction", "both")
+    _call(target).impair(direction, seconds=params.get("seconds"), delay=ms / 1000, jitter=jitter_ms / 1000)
+    return f"the call's datagrams delayed {ms:g} ± {jitter_ms:g} ms ({direction}) {_for(params)}"
+
+
 def ice_fail_setup(target: Target, params: dict[str, Any]) -> str:
     count = params.get("count", 1)
     target.server.on_next_calls(target.key_id, count, lambda call: call.fail_ice_setup())
@@ -55,6 +73,9 @@ def datachannel_delay(target: Target, params: dict[str, Any]) -> str:
     target.server.on_next_calls(target.key_id, count, lambda call: call.datachannel_delay(seconds))
     return f"the next {count} call(s) get their data channel opened {seconds:g} s late"
 
+
+DIRECTIONS = ("in", "out", "both")
+MAX_LATENCY_MS = 60_000.0  # a minute each way: far past any ICE consent timeout, still an ordinary timer
 
 FAULTS = (
     FaultKind(
@@ -91,6 +112,33 @@ FAULTS = (
         Obj({}),
         datachannel_close,
         "WebRTC: the server closes the oai-events channel",
+        WEBRTC,
+    ),
+    FaultKind(
+        "webrtc-loss",
+        "session",
+        Obj({"percent": Num(0, 100), "direction": Enum(DIRECTIONS), "seconds": Num(0, MAX_FAULT_SECONDS)}),
+        webrtc_loss,
+        "WebRTC: lose `percent` of the call's UDP datagrams (RTP, RTCP, SCTP, STUN), `direction` in "
+        "(client→server), out or both (default), for `seconds` or the rest of the call; the peer's getStats "
+        "shows it as packetsLost",
+        WEBRTC,
+    ),
+    FaultKind(
+        "webrtc-latency",
+        "session",
+        Obj(
+            {
+                "ms": Num(0, MAX_LATENCY_MS),
+                "jitter_ms": Num(0, MAX_LATENCY_MS),
+                "direction": Enum(DIRECTIONS),
+                "seconds": Num(0, MAX_FAULT_SECONDS),
+            }
+        ),
+        webrtc_latency,
+        "WebRTC: delay the call's UDP datagrams by `ms` ± `jitter_ms` (uniform, no reordering), `direction` "
+        "in, out or both (default), for `seconds` or the rest of the call; the peer's getStats shows it as "
+        "round-trip time and jitter",
         WEBRTC,
     ),
     FaultKind(

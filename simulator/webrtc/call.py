@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from ..engine import Session
 from ..protocol import encode
 from ..sideband import JoinableCall
 from .media import CallerAudio, ClearedAudio, ModelAudioTrack
-from .net import UdpGate, ice_transports, peer_on_loopback
+from .net import Direction, UdpGate, ice_transports, peer_on_loopback
 
 if TYPE_CHECKING:
     from .endpoint import WebRTCEndpoint
@@ -77,7 +78,8 @@ class Call(JoinableCall):
         )
         self.endpoint = endpoint
         self.token_id = token_id
-        self.gate = UdpGate()
+        # Seeded per call: the same seed and call id lose the same datagrams.
+        self.gate = UdpGate(random.Random(f"{server.config.seed}:{call_id}"))
         self.track = ModelAudioTrack(on_started=self._audio_started, on_stopped=self._audio_stopped)
         self.caller_audio = CallerAudio()
         self.pc: RTCPeerConnection | None = None
@@ -395,6 +397,27 @@ class Call(JoinableCall):
     def ice_disconnect_recover(self, seconds: float) -> None:
         """A transient cut: the same black hole, lifted after `seconds` (SCTP retransmits what was lost)."""
         self.gate.shut_for(seconds)
+
+    def impair(
+        self,
+        direction: Direction,
+        *,
+        seconds: float | None = None,
+        loss: float | None = None,
+        delay: float | None = None,
+        jitter: float | None = None,
+    ) -> None:
+        """Lose and/or delay this call's datagrams (`UdpGate.impair`), for `seconds` or the rest of the call.
+
+        Every datagram, as on a real lossy path: RTP loses audio (the peer's `packetsLost`, its jitter), SCTP
+        retransmits, consent checks may miss. Ending after `seconds` lifts only what this call set.
+        """
+        self.gate.impair(direction, loss=loss, delay=delay, jitter=jitter)
+        if seconds is not None:
+            lift = {
+                name: 0.0 for name, value in (("loss", loss), ("delay", delay), ("jitter", jitter)) if value
+            }
+            self.call_later(seconds, lambda: self.gate.impair(direction, **lift))
 
     async def dtls_close(self) -> None:
         """End DTLS abruptly: a close_notify alert, after which the client's stack closes the connection."""

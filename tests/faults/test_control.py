@@ -518,7 +518,7 @@ def test_rtsim_fault_has_a_flag_for_every_catalogue_parameter() -> None:
     base = ["fault", "close", "--server", "http://127.0.0.1:1/v1"]
     documented = ["code", "reason", "status", "count", "seconds", "ms", "jitter_ms", "retry_after"]
     documented += ["close_code", "usable_for", "advertise", "token_id", "ending", "error_type", "error_code"]
-    documented += ["error_message", "type", "keys", "failure"]
+    documented += ["error_message", "type", "keys", "failure", "percent", "direction"]
     every = {name for kind in faults.CATALOGUE.values() for name in kind.params.fields}
     assert every == {*documented, "mid_frame", "error"}
     argv = [*base, "--mid-frame", "--error"]

@@ -89,6 +89,8 @@ def test_the_wheel_holds_one_rtsim_namespace_and_the_scenario_library(wheel: Pat
     assert any(p.parent.name == "webrtc" for p in library)
     for scenario in library:
         assert f"rtsim/scenarios/library/{scenario.relative_to(LIBRARY).as_posix()}" in names
+    # The browser client's page (served by the client's backend and under /_rtsim/client/).
+    assert {"rtsim/clients/browser_page/index.html", "rtsim/clients/browser_page/client.js"} <= set(names)
 
 
 def test_the_app_and_rtsim_packages_import_side_by_side(venv: Path, app: Path) -> None:

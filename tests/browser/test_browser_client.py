@@ -1,0 +1,156 @@
+"""The browser reference client in real headless Chromium: a page on another origin than the API (so CORS
+is exercised), a fake microphone fed the audio kit's speech (server VAD hears real turns), its states and
+getStats in the history, a page reload that resumes with context, and the UDP faults seen in getStats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtsim.scenarios.runner import ClientSpec, RunResult, run_one
+from rtsim.scenarios.screenshot import chromium_path
+from rtsim.scenarios.spec import discover, from_dict
+from rtsim.simulator.server import RealtimeServer
+
+BROWSER = ClientSpec.named("browser")
+
+
+@pytest.fixture(autouse=True)
+def need_browser() -> None:
+    if chromium_path() is None:
+        message = "no Chromium: apt-get install chromium (make setup does it as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    pytest.importorskip("playwright", reason="pip install -e '.[dev]' brings playwright")
+
+
+def client_records(result: RunResult, event: str) -> list[dict[str, Any]]:
+    return [r for r in result.records if r["kind"] == "client" and r.get("event") == event]
+
+
+def out_types(result: RunResult) -> list[str]:
+    return [r["event"]["type"] for r in result.records if r["kind"] == "event" and r["dir"] == "out"]
+
+
+def explain(result: RunResult) -> str:
+    assert result.log_path is not None
+    return (
+        "\n".join(f"{v.name}: {v.ok} {v.message}" for v in result.verdicts)
+        + "\n"
+        + result.log_path.read_text()
+    )
+
+
+async def test_a_page_on_another_origin_completes_a_call_a_typed_and_a_spoken_turn(tmp_path: Path) -> None:
+    scenario = from_dict(
+        {
+            "name": "browser-turns",
+            "transport": "webrtc",
+            "duration": 11,
+            "user": [
+                {"at": 0.5, "say": "My name is Alice."},
+                {"at": 3.5, "say": "How are you today?", "mode": "audio"},
+                {"at": 8.0, "say": "What is my name?"},
+            ],
+            "checks": ["no_lost_turns", {"answer": {"turn": 2, "contains": "Alice"}}, "no_leaked_sessions"],
+        }
+    )
+    result = await run_one(scenario, BROWSER, out_dir=tmp_path)
+    assert result.passed, explain(result)
+    # The spoken turn was heard by server VAD from the fake microphone's audio, and answered.
+    types = out_types(result)
+    assert "input_audio_buffer.speech_started" in types and "input_audio_buffer.committed" in types
+    assert types.count("response.done") == 3
+    # The page ran on another origin than the API: its REST calls to the simulator were cross-origin.
+    assert result.log_path is not None
+    log = result.log_path.read_text()
+    assert '"page":"http://localhost:' in log
+    start = next(r for r in result.records if r["kind"] == "server" and r["event"] == "start")
+    assert start["base_url"].startswith("http://127.0.0.1:")
+    # What the browser saw is in the history: its transport states and getStats samples.
+    states = {(r["what"], r["state"]) for r in client_records(result, "transport")}
+    assert {("connection", "connected"), ("datachannel", "open")} <= states
+    stats = client_records(result, "stats")
+    assert stats and stats[-1]["packetsReceived"] > 100 and stats[-1]["packetsLost"] == 0
+    assert all(r["key_id"] == stats[0]["key_id"] for r in client_records(result, "state"))
+
+
+async def test_without_cors_for_its_origin_the_page_cannot_call(tmp_path: Path, server_factory: Any) -> None:
+    """The same page against a simulator that allows another origin only: the browser refuses the answer."""
+    server: RealtimeServer = await server_factory(cors_origins=["https://app.example"])
+    scenario = from_dict(
+        {
+            "name": "browser-cors-refused",
+            "transport": "webrtc",
+            "duration": 3,
+            "user": [{"at": 0.5, "say": "My name is Alice."}],
+        }
+    )
+    result = await run_one(scenario, BROWSER, out_dir=tmp_path, server_url=server.base_url)
+    assert result.exit_code == 1
+    failures = client_records(result, "connect_failed")
+    assert failures and "Failed to fetch" in failures[0]["reason"]
+    assert not server.calls  # no offer ever reached the simulator
+
+
+async def test_a_page_reload_mid_reply_resumes_with_its_context(tmp_path: Path) -> None:
+    (scenario,) = discover(["webrtc-page-reload"])
+    assert scenario.client == "browser"
+    result = await run_one(scenario, BROWSER, out_dir=tmp_path)
+    assert result.passed, explain(result)
+    loads = client_records(result, "page_loaded")
+    assert [r["resumed"] for r in loads] == [False, True]
+    assert loads[1]["memory"] >= 2  # the conversation came back from sessionStorage
+    restored = client_records(result, "restored")
+    assert len(restored) == 1 and restored[0]["replayed"] >= 2
+    assert any("SIGUSR1 sent" in line for line in result.faults)
+    fault = [r for r in result.records if r["kind"] == "fault" and r["fault"] == "page-reload"]
+    assert fault and fault[0]["route"] == "scenario:client"
+
+
+async def test_udp_loss_shows_in_the_browsers_getstats(tmp_path: Path) -> None:
+    scenario = from_dict(
+        {
+            "name": "browser-loss",
+            "transport": "webrtc",
+            "duration": 8,
+            "user": [{"at": 0.5, "say": "My name is Alice."}],
+            "faults": [{"at": 3.0, "kind": "webrtc-loss", "params": {"percent": 30, "direction": "out"}}],
+        }
+    )
+    result = await run_one(scenario, BROWSER, out_dir=tmp_path)
+    fault = next(r for r in result.records if r["kind"] == "fault" and r["fault"] == "webrtc-loss")
+    stats = client_records(result, "stats")
+    before = [s for s in stats if s["t"] < fault["t"]]
+    after = [s for s in stats if s["t"] > fault["t"] + 2]
+    assert before and after, stats
+    assert before[-1]["packetsLost"] == 0
+    lost = after[-1]["packetsLost"] - before[-1]["packetsLost"]
+    received = after[-1]["packetsReceived"] - before[-1]["packetsReceived"]
+    assert 0.12 < lost / (lost + received) < 0.5, (lost, received)
+
+
+async def test_udp_latency_shows_as_the_browsers_round_trip_time(tmp_path: Path) -> None:
+    scenario = from_dict(
+        {
+            "name": "browser-latency",
+            "transport": "webrtc",
+            "duration": 8,
+            "user": [{"at": 0.5, "say": "My name is Alice."}],
+            "faults": [{"at": 2.0, "kind": "webrtc-latency", "params": {"ms": 200}}],
+        }
+    )
+    result = await run_one(scenario, BROWSER, out_dir=tmp_path)
+    fault = next(r for r in result.records if r["kind"] == "fault" and r["fault"] == "webrtc-latency")
+    stats = client_records(result, "stats")
+    before = [s["currentRoundTripTime"] for s in stats if s["t"] < fault["t"] and "currentRoundTripTime" in s]
+    after = [
+        s["currentRoundTripTime"] for s in stats if s["t"] > fault["t"] + 3 and "currentRoundTripTime" in s
+    ]
+    assert before and after, stats
+    assert max(before) < 0.15
+    assert after[-1] > 0.35  # 200 ms each way
