@@ -44,16 +44,20 @@ MISSING_CREDENTIAL = (
     "auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
 # What the real GA WebSocket answers after the 101 to a connection it will not serve: an `error` event with
-# this code and message, then this close (captured live GA traffic; see docs/parity.md).
-MISSING_CREDENTIAL_REFUSAL = ((None, MISSING_CREDENTIAL), (3000, "invalid_request_error"))
-MISSING_MODEL = "Missing required parameter: 'model'."
+# this code and message, then this close, in the same millisecond (the live captures of 2026-09-18 cited in
+# docs/parity.md).
+MISSING_CREDENTIAL_REFUSAL = (
+    (None, "Missing bearer or basic authentication in header"),
+    (3000, "invalid_request_error"),
+)
+MISSING_MODEL = (
+    "You must provide a model parameter, for example wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5"
+)
 MODEL_CLOSE = 4000
 
 
 def invalid_model_message(model: str) -> str:
-    # "not supported in realtime mode": what the real service says of a model it does not serve
-    # (hurttlocker/o8#2165, observed 2026-09-10 for `gpt-live-1`).
-    return f"The model '{model}' is not supported in realtime mode."
+    return f'Model "{model}" is not supported in realtime mode.'
 
 
 def error_body(

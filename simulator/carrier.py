@@ -35,6 +35,10 @@ def event_size(event: dict[str, Any]) -> int:
 
 def binary_frame_error(unit: str = "frame") -> RealtimeError:
     """What a client gets for a binary frame (or data-channel message): events are JSON text."""
+    if unit == "frame":  # the WebSocket's wording, from a live capture of 2026-09-18 (docs/parity.md)
+        return RealtimeError(
+            "Expected a text WebSocket message; binary frames are not supported.", code="invalid_event"
+        )
     return RealtimeError(
         f"Binary {unit}s are not supported. Send each event as a JSON text {unit}.", code="invalid_event"
     )

@@ -296,6 +296,22 @@ def test_backoff() -> None:
     assert not verdict.ok and "after a fatal outcome" in verdict.reason
 
 
+@pytest.mark.parametrize(
+    "reason", ["missing_credential", "missing_model", "invalid_model", "beta_api_shape_disabled"]
+)
+def test_backoff_counts_an_upgrade_refused_after_the_101_as_fatal(reason: str) -> None:
+    """The GA service refuses these after accepting the upgrade (error, then close 3000/4000): a client that
+    keeps retrying is looping on a fatal outcome (docs/parity.md)."""
+    looping = Timeline()
+    for at in (1.0, 3.0, 7.0, 15.0):
+        looping.handshake(at, reason=reason)
+    verdict = check("backoff", looping.view(), fatal_attempts=1)
+    assert not verdict.ok and "after a fatal outcome" in verdict.reason
+    once = Timeline()
+    once.handshake(1.0, reason=reason)
+    assert check("backoff", once.view(), fatal_attempts=1).ok
+
+
 def test_tokens_not_retried_blindly() -> None:
     tl = Timeline()
     tl.handshake(1.0, accepted=False, status=401, reason="token_expired", credential="old")

@@ -214,9 +214,10 @@ async def test_reference_barge_in_truncates_at_the_played_position(
         ({"status": 403}, 1),
         ({"close_code": 1008, "reason": "policy"}, 1),
         ({"close_code": 3000, "reason": "invalid_request_error.invalid_api_key"}, 1),
+        ({"close_code": 4000, "reason": "invalid_request_error.invalid_model"}, 1),
         ({"status": 401, "count": 2}, 2),  # a fresh token is tried once, then 401 is fatal
     ],
-    ids=["http-403", "close-1008", "close-3000", "http-401-twice"],
+    ids=["http-403", "close-1008", "close-3000", "close-4000", "http-401-twice"],
 )
 async def test_reference_does_not_retry_fatal_outcomes(
     server_factory: ServerFactory, tmp_path: Path, fault: dict[str, Any], handshakes: int
@@ -232,6 +233,22 @@ async def test_reference_does_not_retry_fatal_outcomes(
     assert len(server.history.select(kind="token")) == handshakes
     assert log_events(log, "fatal") and not log_events(log, "reconnect_scheduled")
     assert log[-1]["t"] < 1.0  # it gave up at once, not at end_at
+
+
+async def test_reference_gives_up_on_a_model_the_service_does_not_serve(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """The GA service answers an unknown model with `invalid_model` and close 4000 after the 101
+    (docs/parity.md): reconnecting cannot cure that, so the client stops after the one attempt."""
+    server = await server_factory(pacing=0.0)
+    scenario = write_scenario(tmp_path, NAME_TURNS, end_at=3.0, model="gpt-live-1")
+    code, log = await run_client(reference, client_env(server, scenario, **FAST))
+
+    assert code == 1
+    (handshake,) = server.history.select(kind="handshake")
+    assert (handshake["status"], handshake["reason"]) == (101, "invalid_model")
+    assert log_events(log, "fatal") and not log_events(log, "reconnect_scheduled")
+    assert "4000" in log_events(log, "fatal")[0]["reason"]
 
 
 async def test_reference_refuses_to_loop_on_an_invalid_api_key(

@@ -1,11 +1,12 @@
 """Handshake failures the real GA WebSocket reports after the 101: an `error` event, then a close.
 
 Sources (docs/parity.md, "Configuration and handshake"):
-- no credential → `error` (`invalid_request_error`, code null), then close 3000; an unknown model →
-  `invalid_model`, a missing model → `missing_model`, each then close 4000: the captures of live GA traffic
-  summarised in the protocol notes ("The real service as of late 2026");
-- the `invalid_model` wording ("not supported in realtime mode") is what hurttlocker/o8#2165 observed for
-  `gpt-live-1` (2026-09-10), which the token endpoint had accepted;
+- no credential → `error` (`invalid_request_error`, code null, "Missing bearer or basic authentication in
+  header"), then close 3000 `invalid_request_error`; an unknown model → `invalid_model` ('Model "gpt-nope"
+  is not supported in realtime mode.'), a missing model → `missing_model` ("You must provide a model
+  parameter, ..."), each then close 4000 `invalid_request_error.<code>`: the public capture of live GA
+  traffic "WebSocket captures: Inworld TTS/STT and OpenAI Realtime (2026-09-18)", probes 10b, 11, 11b;
+- hurttlocker/o8#2165: the token endpoint accepts an unknown model, the connect then fails `invalid_model`;
 - the allow-list is the installed SDK's model literals (`RealtimeSessionCreateRequestParam.model`).
 """
 
@@ -41,13 +42,13 @@ async def refused_after_upgrade(
 
 
 async def test_no_credential_is_an_error_event_then_close_3000(server: RealtimeServer) -> None:
-    event, code, _ = await refused_after_upgrade(server, "/v1/realtime?model=gpt-realtime")
+    event, code, reason = await refused_after_upgrade(server, "/v1/realtime?model=gpt-realtime")
     validate_ga(event)
     assert event["type"] == "error"
     assert event["error"]["type"] == "invalid_request_error"
     assert event["error"]["code"] is None
-    assert event["error"]["message"].startswith("You didn't provide an API key.")
-    assert code == 3000
+    assert event["error"]["message"] == "Missing bearer or basic authentication in header"
+    assert (code, reason) == (3000, "invalid_request_error")
     handshake = server.history.select(kind="handshake")[-1]
     assert (handshake["accepted"], handshake["status"], handshake["reason"]) == (
         True,
@@ -74,9 +75,13 @@ async def test_an_unknown_or_missing_model_is_an_error_event_then_close_4000(
     assert event["error"]["type"] == "invalid_request_error"
     assert event["error"]["code"] == code
     if code == "invalid_model":
-        assert "is not supported in realtime mode" in event["error"]["message"]
+        model = path.split("=", 1)[1]
+        assert event["error"]["message"] == f'Model "{model}" is not supported in realtime mode.'
     else:
-        assert event["error"]["message"] == "Missing required parameter: 'model'."
+        assert event["error"]["message"] == (
+            "You must provide a model parameter, for example "
+            "wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5"
+        )
     assert (close_code, reason) == (4000, f"invalid_request_error.{code}")
     assert server.history.select(kind="handshake")[-1]["reason"] == code
     assert not server.carriers
@@ -160,3 +165,40 @@ def test_serve_takes_models_any() -> None:
     args = build_parser().parse_args(["serve", "--models", "any"])
     assert config_from_args(args).models == "any"
     assert config_from_args(build_parser().parse_args(["serve"])).models == "known"
+
+
+async def test_bad_frames_are_worded_as_the_live_service_words_them(server: RealtimeServer) -> None:
+    """Probe 8 of the 2026-09-18 capture: an unknown event type, invalid JSON and a binary frame each get an
+    `error` (param `type` / null, `event_id` null) and the session goes on."""
+    async with connect(ws_url(server), additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        assert (await recv(ws))["type"] == "session.created"
+        await ws.send('{"type":"nope"}')
+        unknown = (await recv(ws))["error"]
+        await ws.send("not json")
+        not_json = (await recv(ws))["error"]
+        await ws.send(b"\x00" * 64)
+        binary = (await recv(ws))["error"]
+        await ws.send('{"type":"session.update","session":{"type":"realtime","bogus_field":1}}')
+        bogus = (await recv(ws))["error"]
+        await ws.send('{"type":"session.update","session":{"type":"realtime"}}')
+        assert (await recv(ws))["type"] == "session.updated"
+    assert (unknown["code"], unknown["param"], unknown["event_id"]) == ("invalid_value", "type", None)
+    assert unknown["message"] == (
+        "Invalid value: 'nope'. Supported values are: 'session.update', 'session.close', "
+        "'input_audio_buffer.append', 'session.input_audio_buffer.append', 'input_audio_buffer.commit', "
+        "'input_audio_buffer.clear', 'conversation.item.create', 'conversation.item.truncate', "
+        "'conversation.item.delete', 'conversation.item.retrieve', 'response.create', and 'response.cancel'."
+    )
+    assert (not_json["code"], not_json["param"]) == ("invalid_json", None)
+    assert not_json["message"].startswith("Invalid event: failed to parse JSON value.")
+    assert binary == {
+        "type": "invalid_request_error",
+        "code": "invalid_event",
+        "message": "Expected a text WebSocket message; binary frames are not supported.",
+        "param": None,
+        "event_id": None,
+    }
+    assert (bogus["code"], bogus["message"]) == (
+        "unknown_parameter",
+        "Unknown parameter: 'session.bogus_field'.",
+    )
