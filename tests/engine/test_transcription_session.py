@@ -78,7 +78,15 @@ def test_a_transcription_session_is_created_with_the_transcription_session_shape
     session = created["session"]
     assert session["type"] == "transcription" and session["object"] == "realtime.transcription_session"
     assert set(session) == {"object", "id", "type", "expires_at", "audio", "include"}
-    assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    # the defaults of the OpenAI spec's transcription session example
+    audio_input = session["audio"]["input"]
+    detection = audio_input["turn_detection"]
+    assert (detection["type"], detection["threshold"], detection["silence_duration_ms"]) == (
+        "server_vad",
+        0.5,
+        200,
+    )
+    assert audio_input["transcription"] == {"model": "gpt-4o-transcribe", "language": None, "prompt": ""}
     parsed = SessionCreatedEvent.model_validate(created)
     assert parsed.session.type == "transcription"
 
@@ -143,7 +151,7 @@ def test_realtime_fields_are_unknown_parameters_in_a_transcription_session() -> 
 def test_the_session_type_cannot_be_switched_either_way() -> None:
     flow = Flow()
     (error,) = flow.step({"type": "session.update", "session": {"type": "realtime"}})
-    assert error["error"]["param"] == "session.type"
+    assert (error["error"]["code"], error["error"]["param"]) == ("invalid_parameter", "session.type")
     assert "realtime session update event to a transcription session" in error["error"]["message"]
 
     realtime = make_session()
