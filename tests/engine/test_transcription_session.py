@@ -208,3 +208,12 @@ def test_the_transcription_session_fields_are_the_sdks() -> None:
     audio = TRANSCRIPTION_SESSION.fields["audio"]
     audio_input = audio.fields["input"]  # type: ignore[attr-defined]
     assert set(audio_input.fields) == set(RealtimeTranscriptionSessionAudioInput.model_fields)
+
+
+def test_the_removed_beta_event_transcription_session_update_is_an_invalid_value() -> None:
+    """The beta `transcription_session.update` is gone: "Invalid value: 'transcription_session.update'"
+    (crmitchelmore/justspeaktoit#427, against the live API)."""
+    flow = Flow()
+    (error,) = flow.step({"type": "transcription_session.update", "session": {}})
+    assert (error["error"]["code"], error["error"]["param"]) == ("invalid_value", "type")
+    assert error["error"]["message"].startswith("Invalid value: 'transcription_session.update'.")
