@@ -15,6 +15,7 @@ responses. Sources in docs/parity.md.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +142,25 @@ def refuse(event_type: str) -> RealtimeError:
         code="unsupported_event",
         param="type",
     )
+
+
+# ---- log probabilities ------------------------------------------------------------------------------
+
+LOGPROBS = "item.input_audio_transcription.logprobs"
+_TOKEN = re.compile(r"\s*\S+\s*")  # a word and the spaces after it: a transcript's tokens join to it
+
+
+def logprobs(config: dict[str, Any], text: str) -> dict[str, Any]:
+    """`{"logprobs": [...]}` for a transcript (or a delta of one) when the session's `include` asks for them,
+    else nothing. One entry per word (the SDK's LogProbProperties: token, bytes, logprob); a scripted
+    transcript is near-certain, so each logprob is a small negative number drawn from the word itself."""
+    if LOGPROBS not in (config.get("include") or ()):
+        return {}
+    entries = []
+    for token in _TOKEN.findall(text):
+        digest = hashlib.sha256(token.encode()).digest()
+        entries.append({"token": token, "bytes": list(token.encode()), "logprob": -digest[0] / 5000})
+    return {"logprobs": entries}
 
 
 # ---- diarization ------------------------------------------------------------------------------------

@@ -269,6 +269,7 @@ class InputTurns:
                     "item_id": item_id,
                     "content_index": 0,
                     "delta": piece,
+                    **transcription.logprobs(self.state.config, piece),
                 }
             )
         emit(
@@ -276,6 +277,7 @@ class InputTurns:
                 "type": "conversation.item.input_audio_transcription.completed",
                 "item_id": item_id,
                 "content_index": 0,
+                **transcription.logprobs(self.state.config, text),
                 "transcript": text,
                 "usage": {"type": "duration", "seconds": round(audio_ms / 1000, 3)},
             }

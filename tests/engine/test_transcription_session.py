@@ -21,6 +21,7 @@ from openai.types.realtime.session_created_event import SessionCreatedEvent
 
 from rtsim.simulator import audio
 from rtsim.simulator.engine import Limits, Session
+from rtsim.simulator.engine.transcription import LOGPROBS
 from rtsim.simulator.model import Script, ScriptedModel
 from tests.support.engine import make_session, run_until_idle, user_text, validate_ga
 
@@ -217,3 +218,35 @@ def test_the_removed_beta_event_transcription_session_update_is_an_invalid_value
     (error,) = flow.step({"type": "transcription_session.update", "session": {}})
     assert (error["error"]["code"], error["error"]["param"]) == ("invalid_value", "type")
     assert error["error"]["message"].startswith("Invalid value: 'transcription_session.update'.")
+
+
+@pytest.mark.parametrize("session_type", ["transcription", "realtime"])
+def test_include_logprobs_adds_log_probabilities_to_deltas_and_the_transcript(session_type: str) -> None:
+    """`include: ["item.input_audio_transcription.logprobs"]` (both session types take it, in the SDK)."""
+    said = "My name is Alice and I live in Paris, near the river."
+    model = ScriptedModel(Script.from_dict({"transcripts": [said]}))
+    session = make_session(model=model, limits=Limits(pacing=0.0), session_type=session_type)
+    session.drain()
+    audio_input: dict[str, Any] = {"transcription": {"model": "gpt-4o-transcribe"}}
+    if session_type == "realtime":
+        audio_input["turn_detection"] = {"type": "server_vad", "create_response": False}
+    update = {"type": session_type, "audio": {"input": audio_input}, "include": [LOGPROBS]}
+    session.receive({"type": "session.update", "session": update}, 1.0)
+    session.receive({"type": "input_audio_buffer.append", "audio": utterance()}, 1.0)
+    run_until_idle(session, 1.0)
+    events = session.drain()
+    assert events[0]["type"] == "session.updated" and events[0]["session"]["include"] == [LOGPROBS]
+    deltas = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
+    (completed,) = [e for e in events if e["type"].endswith("input_audio_transcription.completed")]
+    tokens = completed["logprobs"]
+    assert len(deltas) > 1 and "".join(p["token"] for p in tokens) == said
+    assert [p["token"] for d in deltas for p in d["logprobs"]] == [p["token"] for p in tokens]
+    assert all(-0.06 < p["logprob"] <= 0 and bytes(p["bytes"]).decode() == p["token"] for p in tokens)
+    for event in events:
+        validate_ga(event)
+
+
+def test_without_include_there_are_no_logprobs() -> None:
+    flow = Flow()
+    flow.configure()
+    assert not any("logprobs" in e for e in flow.speak())
