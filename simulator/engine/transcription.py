@@ -5,8 +5,9 @@ responses. Sources in docs/parity.md.
 - A transcription session takes `type`, `audio.input` (`format`, `transcription`, `noise_reduction`,
   `turn_detection`) and `include` (the SDK's `RealtimeTranscriptionSessionCreateRequest`); anything else
   is an unknown parameter (openai/codex#14635: `tools` in transcription mode failed as unknown).
-- `session.type` cannot change: "Passing a transcription session update event to a realtime session is not
-  allowed." (crmitchelmore/justspeaktoit#427, against the live API), and the converse.
+- `session.type` cannot change: `invalid_parameter` "Passing a transcription session update event to a
+  realtime session is not allowed." (crmitchelmore/justspeaktoit#427, against the live API; the error body
+  in a community.latenode.com thread), and the converse.
 - `gpt-4o-transcribe-diarize` sends `conversation.item.input_audio_transcription.segment` events (speaker,
   start, end) before `.completed`, in place of deltas.
 """
@@ -14,6 +15,7 @@ responses. Sources in docs/parity.md.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +26,9 @@ from ..schema import Enum, List, Nullable, Obj, check
 
 SESSION_TYPE = "transcription"
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
+# A new transcription session's defaults, as the OpenAI spec's transcription session example shows them.
 DEFAULT_TRANSCRIPTION = {"model": "gpt-4o-transcribe", "language": None, "prompt": ""}
+DEFAULT_SILENCE_MS = 200
 # The client events a transcription session takes; the others (responses, items) are refused.
 CLIENT_EVENTS = frozenset(
     {
@@ -76,7 +80,10 @@ def default_session() -> dict[str, Any]:
                 "format": dict(session_config.PCM),
                 "transcription": dict(DEFAULT_TRANSCRIPTION),
                 "noise_reduction": None,
-                "turn_detection": dict(session_config.SERVER_VAD_DEFAULTS),
+                "turn_detection": {
+                    **session_config.SERVER_VAD_DEFAULTS,
+                    "silence_duration_ms": DEFAULT_SILENCE_MS,
+                },
             }
         },
         "include": None,
@@ -135,6 +142,25 @@ def refuse(event_type: str) -> RealtimeError:
         code="unsupported_event",
         param="type",
     )
+
+
+# ---- log probabilities ------------------------------------------------------------------------------
+
+LOGPROBS = "item.input_audio_transcription.logprobs"
+_TOKEN = re.compile(r"\s*\S+\s*")  # a word and the spaces after it: a transcript's tokens join to it
+
+
+def logprobs(config: dict[str, Any], text: str) -> dict[str, Any]:
+    """`{"logprobs": [...]}` for a transcript (or a delta of one) when the session's `include` asks for them,
+    else nothing. One entry per word (the SDK's LogProbProperties: token, bytes, logprob); a scripted
+    transcript is near-certain, so each logprob is a small negative number drawn from the word itself."""
+    if LOGPROBS not in (config.get("include") or ()):
+        return {}
+    entries = []
+    for token in _TOKEN.findall(text):
+        digest = hashlib.sha256(token.encode()).digest()
+        entries.append({"token": token, "bytes": list(token.encode()), "logprob": -digest[0] / 5000})
+    return {"logprobs": entries}
 
 
 # ---- diarization ------------------------------------------------------------------------------------

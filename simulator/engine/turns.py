@@ -281,6 +281,7 @@ class InputTurns:
                     "item_id": item_id,
                     "content_index": 0,
                     "delta": piece,
+                    **transcription.logprobs(self.state.config, piece),
                 }
             )
         emit(
@@ -288,6 +289,7 @@ class InputTurns:
                 "type": "conversation.item.input_audio_transcription.completed",
                 "item_id": item_id,
                 "content_index": 0,
+                **transcription.logprobs(self.state.config, text),
                 "transcript": text,
                 "usage": transcription_usage(model, text, audio_ms),
             }

@@ -21,6 +21,7 @@ from openai.types.realtime.session_created_event import SessionCreatedEvent
 
 from rtsim.simulator import audio
 from rtsim.simulator.engine import Limits, Session
+from rtsim.simulator.engine.transcription import LOGPROBS
 from rtsim.simulator.model import Script, ScriptedModel
 from tests.support.engine import make_session, run_until_idle, user_text, validate_ga
 
@@ -78,7 +79,15 @@ def test_a_transcription_session_is_created_with_the_transcription_session_shape
     session = created["session"]
     assert session["type"] == "transcription" and session["object"] == "realtime.transcription_session"
     assert set(session) == {"object", "id", "type", "expires_at", "audio", "include"}
-    assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    # the defaults of the OpenAI spec's transcription session example
+    audio_input = session["audio"]["input"]
+    detection = audio_input["turn_detection"]
+    assert (detection["type"], detection["threshold"], detection["silence_duration_ms"]) == (
+        "server_vad",
+        0.5,
+        200,
+    )
+    assert audio_input["transcription"] == {"model": "gpt-4o-transcribe", "language": None, "prompt": ""}
     parsed = SessionCreatedEvent.model_validate(created)
     assert parsed.session.type == "transcription"
 
@@ -143,7 +152,7 @@ def test_realtime_fields_are_unknown_parameters_in_a_transcription_session() -> 
 def test_the_session_type_cannot_be_switched_either_way() -> None:
     flow = Flow()
     (error,) = flow.step({"type": "session.update", "session": {"type": "realtime"}})
-    assert error["error"]["param"] == "session.type"
+    assert (error["error"]["code"], error["error"]["param"]) == ("invalid_parameter", "session.type")
     assert "realtime session update event to a transcription session" in error["error"]["message"]
 
     realtime = make_session()
@@ -200,3 +209,44 @@ def test_the_transcription_session_fields_are_the_sdks() -> None:
     audio = TRANSCRIPTION_SESSION.fields["audio"]
     audio_input = audio.fields["input"]  # type: ignore[attr-defined]
     assert set(audio_input.fields) == set(RealtimeTranscriptionSessionAudioInput.model_fields)
+
+
+def test_the_removed_beta_event_transcription_session_update_is_an_invalid_value() -> None:
+    """The beta `transcription_session.update` is gone: "Invalid value: 'transcription_session.update'"
+    (crmitchelmore/justspeaktoit#427, against the live API)."""
+    flow = Flow()
+    (error,) = flow.step({"type": "transcription_session.update", "session": {}})
+    assert (error["error"]["code"], error["error"]["param"]) == ("invalid_value", "type")
+    assert error["error"]["message"].startswith("Invalid value: 'transcription_session.update'.")
+
+
+@pytest.mark.parametrize("session_type", ["transcription", "realtime"])
+def test_include_logprobs_adds_log_probabilities_to_deltas_and_the_transcript(session_type: str) -> None:
+    """`include: ["item.input_audio_transcription.logprobs"]` (both session types take it, in the SDK)."""
+    said = "My name is Alice and I live in Paris, near the river."
+    model = ScriptedModel(Script.from_dict({"transcripts": [said]}))
+    session = make_session(model=model, limits=Limits(pacing=0.0), session_type=session_type)
+    session.drain()
+    audio_input: dict[str, Any] = {"transcription": {"model": "gpt-4o-transcribe"}}
+    if session_type == "realtime":
+        audio_input["turn_detection"] = {"type": "server_vad", "create_response": False}
+    update = {"type": session_type, "audio": {"input": audio_input}, "include": [LOGPROBS]}
+    session.receive({"type": "session.update", "session": update}, 1.0)
+    session.receive({"type": "input_audio_buffer.append", "audio": utterance()}, 1.0)
+    run_until_idle(session, 1.0)
+    events = session.drain()
+    assert events[0]["type"] == "session.updated" and events[0]["session"]["include"] == [LOGPROBS]
+    deltas = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
+    (completed,) = [e for e in events if e["type"].endswith("input_audio_transcription.completed")]
+    tokens = completed["logprobs"]
+    assert len(deltas) > 1 and "".join(p["token"] for p in tokens) == said
+    assert [p["token"] for d in deltas for p in d["logprobs"]] == [p["token"] for p in tokens]
+    assert all(-0.06 < p["logprob"] <= 0 and bytes(p["bytes"]).decode() == p["token"] for p in tokens)
+    for event in events:
+        validate_ga(event)
+
+
+def test_without_include_there_are_no_logprobs() -> None:
+    flow = Flow()
+    flow.configure()
+    assert not any("logprobs" in e for e in flow.speak())

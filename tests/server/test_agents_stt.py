@@ -48,5 +48,6 @@ async def test_the_agents_sdk_stt_session_transcribes_turns_from_rtsim(
         await asyncio.wait_for(collect(), timeout=20)
     finally:
         await session.close()
-    assert turns == ["My name is Alice.", "I live in Paris."]
+    # each turn's transcript, in the order they complete (transcription latency may differ per turn)
+    assert sorted(turns) == ["I live in Paris.", "My name is Alice."]
     assert [s for s in server.history.records if s.get("kind") == "session"]  # it really went over the wire
