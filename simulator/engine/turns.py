@@ -269,7 +269,6 @@ class InputTurns:
             )
             return
         text = transcript if transcript is not None else UNSCRIPTED_TRANSCRIPT.format(ms=audio_ms)
-        model = (self.state.config["audio"]["input"]["transcription"] or {}).get("model")
         pieces = word_pieces(text, max(1, len(text.split()) // 3))
         if model == transcription.DIARIZE_MODEL:  # speaker segments in place of deltas
             self._segments(item_id, text, audio_ms)
