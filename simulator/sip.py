@@ -35,7 +35,7 @@ from standardwebhooks.webhooks import Webhook
 from . import audio
 from .admission import Admitted, Refusal
 from .engine import Session
-from .protocol import IdFactory, RealtimeError, loads_strict
+from .protocol import IdFactory, RealtimeError
 from .schema import Int, Obj, Str, check
 from .sideband import JoinableCall, Sideband, call_not_found
 
@@ -312,18 +312,8 @@ class SipEndpoint:
         status, admitted = 200, None
         try:
             admitted = self.server.admission.authenticate(request)
-            raw = await request.read()
             try:
-                body = loads_strict(raw) if raw.strip() else {}
-            except ValueError:
-                raise Refusal(
-                    400, "invalid_json", "We could not parse the JSON body of your request."
-                ) from None
-            if not isinstance(body, dict):
-                raise Refusal(
-                    400, "invalid_body", "The request body must be a JSON object.", code="invalid_type"
-                )
-            try:
+                body = await self.server._json_body(request)  # the REST routes' reading and wording
                 await action(request.match_info["call_id"], admitted, body, request)
             except RealtimeError as exc:
                 raise Refusal(400, "invalid_request", exc.message, code=exc.code, param=exc.param) from None

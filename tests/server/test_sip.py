@@ -251,6 +251,16 @@ async def test_a_project_call_is_not_found_by_another_key_and_bad_bodies_are_400
         ) as anonymous,
     ):
         assert anonymous.status == 401 and "API key" in (await anonymous.json())["error"]["message"]
+    async with (
+        ClientSession() as http,
+        http.post(
+            f"{server.base_url}/realtime/calls/{call_id}/accept",
+            data=b"{not json",
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        ) as garbled,
+    ):
+        error = (await garbled.json())["error"]
+        assert garbled.status == 400 and error["message"].startswith("We could not parse the JSON body")
     # Nothing above changed the call: it still rings, and its own key answers it.
     await client.realtime.calls.accept(call_id, type="realtime")
     assert {c["call_id"]: c for c in await calls(server)}[call_id]["state"] == "accepted"
