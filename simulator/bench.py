@@ -140,6 +140,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     webrtc = targets.add_parser("webrtc", help="WebRTC call setup time and concurrent calls per process")
     webrtc.add_argument("--levels", default="10,20,30,40", help="comma-separated call counts")
     webrtc.set_defaults(func=_print_webrtc)
+    sip = targets.add_parser("sip", help="SIP ring-to-accepted time and idle CPU per accepted call")
+    sip.add_argument("--levels", default="1,10,50", help="comma-separated call counts (default 1,10,50)")
+    sip.set_defaults(func=_print_sip)
+
+
+def _print_sip(args: argparse.Namespace) -> int:
+    from .sip_bench import bench_sip
+
+    bench_sip([int(x) for x in args.levels.split(",") if x.strip()])
+    return 0
 
 
 def _print_webrtc(args: argparse.Namespace) -> int:
