@@ -11,8 +11,8 @@ A call not (or no longer) open to the request's key is the 404 `call_id_not_foun
 There is no SIP trunk: the call is rung from the control API (`POST /_rtsim/sip/calls`, see
 `simulator/control/routes.py`), which also plays the caller — speech (down the line in 20 ms frames,
 silence between), keypad presses (DTMF, sent to the session as `input_audio_buffer.dtmf_event_received`)
-and hanging up. The model's audio goes to the SIP leg, so it is
-played out (its duration counted), not sent as events; the sideband gets every other event.
+and hanging up. The model's audio goes to the SIP leg, so it is played out (its duration counted), not sent
+as events; the sideband gets every other event.
 
 The webhook is signed as the Standard Webhooks spec says (the `standardwebhooks` library), which is what
 `client.webhooks.unwrap()` verifies; the secret is `--webhook-secret` or one given with the ring.

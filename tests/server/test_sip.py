@@ -480,3 +480,40 @@ async def test_finished_calls_are_forgotten_beyond_a_bound(
     assert [c["call_id"] for c in await calls(server)] == [*rejected[2:], ringing["call_id"]]
     with pytest.raises(openai.NotFoundError):
         await client.realtime.calls.reject(rejected[0])
+
+
+def test_sync_simulator_rings_a_call_a_plain_webhook_server_accepts() -> None:
+    """The embedding API (`SyncSimulator.ring_sip`) with a blocking app: http.server and the sync SDK."""
+    import http.server
+    import threading
+
+    import rtsim
+
+    with rtsim.SyncSimulator(pacing=0.0) as sim:
+        sdk = openai.OpenAI(base_url=sim.base_url, api_key=sim.api_key, webhook_secret=DEFAULT_WEBHOOK_SECRET)
+        answered: list[str] = []
+
+        class Hook(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                event = sdk.webhooks.unwrap(body, dict(self.headers.items()))
+                assert isinstance(event, RealtimeCallIncomingWebhookEvent)
+                sdk.realtime.calls.accept(event.data.call_id, type="realtime", instructions="Hi from sync.")
+                answered.append(event.data.call_id)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=hook.serve_forever, daemon=True).start()
+        try:
+            rung = sim.ring_sip(f"http://127.0.0.1:{hook.server_address[1]}/hook", key=sim.api_key)
+        finally:
+            hook.shutdown()
+            sdk.close()
+        assert rung["state"] == "accepted" and answered == [rung["call_id"]]
+        assert rung["key_id"] == sim.key_id
+        (live,) = sim.sessions()
+        assert live["transport"] == "sip" and live["session"] == rung["session"]
