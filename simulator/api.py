@@ -336,15 +336,17 @@ class Simulator:
         sip_headers: list[dict[str, str]] | None = None,
         key: str | None = None,
         webhook_secret: str | None = None,
+        deliveries: int = 1,
     ) -> dict[str, Any]:
-        """A SIP call rings: its signed `realtime.call.incoming` webhook goes to `webhook_url` (awaited), and
-        the call is returned as `POST /_rtsim/sip/calls` describes it (call_id, state, webhook outcome)."""
+        """A SIP call rings: its signed `realtime.call.incoming` webhook goes to `webhook_url` (awaited;
+        `deliveries` times), and the call is returned as `POST /_rtsim/sip/calls` describes it."""
         self._require_running("ring_sip")
         incoming = await self.server.sip.ring(
             webhook_url,
             sip_headers=sip_headers,
             key_id=key_id_of(key) if key is not None else None,
             secret=webhook_secret,
+            deliveries=deliveries,
         )
         return incoming.describe()
 
@@ -514,11 +516,16 @@ class SyncSimulator:
         sip_headers: list[dict[str, str]] | None = None,
         key: str | None = None,
         webhook_secret: str | None = None,
+        deliveries: int = 1,
     ) -> dict[str, Any]:
         coroutine = self._sim.ring_sip(
-            webhook_url, sip_headers=sip_headers, key=key, webhook_secret=webhook_secret
+            webhook_url,
+            sip_headers=sip_headers,
+            key=key,
+            webhook_secret=webhook_secret,
+            deliveries=deliveries,
         )
-        return self._run(coroutine, timeout=self.config.webhook_timeout + 10)
+        return self._run(coroutine, timeout=deliveries * self.config.webhook_timeout + 10)
 
     def sessions(self) -> list[dict[str, Any]]:
         return self._call(self._sim.sessions)

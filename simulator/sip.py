@@ -231,8 +231,12 @@ class SipEndpoint:
         key_id: str | None = None,
         secret: str | None = None,
         media_security: str | None = None,
+        deliveries: int = 1,
     ) -> IncomingCall:
-        """A call arrives: it rings, and the webhook is delivered (awaited: its outcome is reported)."""
+        """A call arrives: it rings, and the webhook is delivered (awaited: its outcome is reported).
+
+        `deliveries` > 1 delivers the same event again (same `webhook-id`, freshly signed), one after the
+        other, as the platform's retries and duplicate deliveries do: an application must deduplicate."""
         config = self.server.config
         self._rung += 1
         ids = config.ids(f"sip_{self._rung:06d}")
@@ -258,10 +262,16 @@ class SipEndpoint:
             "created_at": incoming.created_at,
             "data": data,
         }
-        incoming.webhook = await self._deliver(
-            webhook_url, event, ids.new("wh"), secret or config.webhook_secret
-        )
-        self.server.history.record("sip", call_id=call_id, event="webhook", **incoming.webhook)
+        webhook_id = ids.new("wh")
+        for attempt in range(deliveries):
+            outcome = await self._deliver(webhook_url, event, webhook_id, secret or config.webhook_secret)
+            self.server.history.record(
+                "sip", call_id=call_id, event="webhook", attempt=attempt + 1, **outcome
+            )
+            if attempt == 0:
+                incoming.webhook = outcome
+            else:
+                incoming.webhook.setdefault("redeliveries", []).append(outcome["status"])
         return incoming
 
     async def _deliver(self, url: str, event: dict[str, Any], webhook_id: str, secret: str) -> dict[str, Any]:

@@ -517,3 +517,27 @@ def test_sync_simulator_rings_a_call_a_plain_webhook_server_accepts() -> None:
         assert rung["key_id"] == sim.key_id
         (live,) = sim.sessions()
         assert live["transport"] == "sip" and live["session"] == rung["session"]
+
+
+async def test_a_redelivered_webhook_is_the_same_event_and_a_second_accept_is_a_404(
+    server: RealtimeServer, client: openai.AsyncOpenAI, receiver: WebhookReceiver
+) -> None:
+    """The platform retries and may deliver a webhook twice; the twilio_sip example treats the accept's 404 on
+    the second delivery as "already handled" and still answers 200. Deduplicate by `webhook-id`."""
+    outcomes: list[str] = []
+
+    async def accept_once(event: RealtimeCallIncomingWebhookEvent) -> None:
+        try:
+            await client.realtime.calls.accept(event.data.call_id, type="realtime")
+            outcomes.append("accepted")
+        except openai.NotFoundError:
+            outcomes.append("404")
+
+    receiver.on_call = accept_once
+    status, rung = await ring(server, webhook_url=receiver.url, deliveries=2)
+    assert status == 201 and rung["webhook"]["status"] == 200 and rung["webhook"]["redeliveries"] == [200]
+    assert outcomes == ["accepted", "404"] and rung["state"] == "accepted"
+    first, second = receiver.headers
+    assert first["webhook-id"] == second["webhook-id"]
+    assert receiver.events[0] == receiver.events[1]  # the same event, verified twice
+    assert len([r for r in server.history.select(kind="session") if r.get("transport") == "sip"]) == 1
