@@ -345,6 +345,27 @@ class Simulator:
         target = fault_target(session, key, key_id)
         return self._control().inject(name, params, target, fault_when(when), route=ROUTE)
 
+    async def ring_sip(
+        self,
+        webhook_url: str,
+        *,
+        sip_headers: list[dict[str, str]] | None = None,
+        key: str | None = None,
+        webhook_secret: str | None = None,
+        deliveries: int = 1,
+    ) -> dict[str, Any]:
+        """A SIP call rings: its signed `realtime.call.incoming` webhook goes to `webhook_url` (awaited;
+        `deliveries` times), and the call is returned as `POST /_rtsim/sip/calls` describes it."""
+        self._require_running("ring_sip")
+        incoming = await self.server.sip.ring(
+            webhook_url,
+            sip_headers=sip_headers,
+            key_id=key_id_of(key) if key is not None else None,
+            secret=webhook_secret,
+            deliveries=deliveries,
+        )
+        return incoming.describe()
+
     def sessions(self) -> list[dict[str, Any]]:
         """Live sessions, each as `GET /_rtsim/sessions` describes it (session, conn, key_id, model, …)."""
         return [describe_session(carrier) for carrier in self.server.live_carriers()]
@@ -511,6 +532,24 @@ class SyncSimulator:
         **params: Any,
     ) -> dict[str, Any]:
         return self._run(self._sim.inject(kind, session, key, key_id, when, **params))
+
+    def ring_sip(
+        self,
+        webhook_url: str,
+        *,
+        sip_headers: list[dict[str, str]] | None = None,
+        key: str | None = None,
+        webhook_secret: str | None = None,
+        deliveries: int = 1,
+    ) -> dict[str, Any]:
+        coroutine = self._sim.ring_sip(
+            webhook_url,
+            sip_headers=sip_headers,
+            key=key,
+            webhook_secret=webhook_secret,
+            deliveries=deliveries,
+        )
+        return self._run(coroutine, timeout=deliveries * self.config.webhook_timeout + 10)
 
     def sessions(self) -> list[dict[str, Any]]:
         return self._call(self._sim.sessions)

@@ -150,6 +150,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sessions.add_argument("--client-procs", type=int, default=2, help="client processes (default 2)")
     sessions.set_defaults(func=lambda args: _print_sessions(args))
+    sip = targets.add_parser("sip", help="SIP ring-to-accepted time and idle CPU per accepted call")
+    sip.add_argument("--levels", default="1,10,50", help="comma-separated call counts (default 1,10,50)")
+    sip.set_defaults(func=_print_sip)
     webrtc = targets.add_parser("webrtc", help="WebRTC call setup time and concurrent calls per process")
     webrtc.add_argument("--levels", default="10,20,30,40", help="comma-separated call counts")
     webrtc.set_defaults(func=_print_webrtc)
@@ -170,4 +173,11 @@ def _print_sessions(args: argparse.Namespace) -> int:
     print(f"reply: {len(REPLY_TEXT)} chars of transcript per session; "
           "lateness = arrival - (request sent + k*100 ms)")
     run_sessions(levels, procs=args.client_procs)
+    return 0
+
+
+def _print_sip(args: argparse.Namespace) -> int:
+    from .sip_bench import bench_sip
+
+    bench_sip([int(x) for x in args.levels.split(",") if x.strip()])
     return 0

@@ -11,8 +11,8 @@ A call not (or no longer) open to the request's key is the 404 `call_id_not_foun
 There is no SIP trunk: the call is rung from the control API (`POST /_rtsim/sip/calls`, see
 `simulator/control/routes.py`), which also plays the caller — speech (down the line in 20 ms frames,
 silence between), keypad presses (DTMF, sent to the session as `input_audio_buffer.dtmf_event_received`)
-and hanging up. The model's audio goes to the SIP leg, so it is
-played out (its duration counted), not sent as events; the sideband gets every other event.
+and hanging up. The model's audio goes to the SIP leg, so it is played out (its duration counted), not sent
+as events; the sideband gets every other event.
 
 The webhook is signed as the Standard Webhooks spec says (the `standardwebhooks` library), which is what
 `client.webhooks.unwrap()` verifies; the secret is `--webhook-secret` or one given with the ring.
@@ -35,7 +35,7 @@ from standardwebhooks.webhooks import Webhook
 from . import audio
 from .admission import Admitted, Refusal
 from .engine import Session
-from .protocol import IdFactory, RealtimeError, loads_strict
+from .protocol import IdFactory, RealtimeError
 from .schema import Int, Obj, Str, check
 from .sideband import JoinableCall, Sideband, call_not_found
 
@@ -231,8 +231,12 @@ class SipEndpoint:
         key_id: str | None = None,
         secret: str | None = None,
         media_security: str | None = None,
+        deliveries: int = 1,
     ) -> IncomingCall:
-        """A call arrives: it rings, and the webhook is delivered (awaited: its outcome is reported)."""
+        """A call arrives: it rings, and the webhook is delivered (awaited: its outcome is reported).
+
+        `deliveries` > 1 delivers the same event again (same `webhook-id`, freshly signed), one after the
+        other, as the platform's retries and duplicate deliveries do: an application must deduplicate."""
         config = self.server.config
         self._rung += 1
         ids = config.ids(f"sip_{self._rung:06d}")
@@ -258,10 +262,16 @@ class SipEndpoint:
             "created_at": incoming.created_at,
             "data": data,
         }
-        incoming.webhook = await self._deliver(
-            webhook_url, event, ids.new("wh"), secret or config.webhook_secret
-        )
-        self.server.history.record("sip", call_id=call_id, event="webhook", **incoming.webhook)
+        webhook_id = ids.new("wh")
+        for attempt in range(deliveries):
+            outcome = await self._deliver(webhook_url, event, webhook_id, secret or config.webhook_secret)
+            self.server.history.record(
+                "sip", call_id=call_id, event="webhook", attempt=attempt + 1, **outcome
+            )
+            if attempt == 0:
+                incoming.webhook = outcome
+            else:
+                incoming.webhook.setdefault("redeliveries", []).append(outcome["status"])
         return incoming
 
     async def _deliver(self, url: str, event: dict[str, Any], webhook_id: str, secret: str) -> dict[str, Any]:
@@ -312,18 +322,8 @@ class SipEndpoint:
         status, admitted = 200, None
         try:
             admitted = self.server.admission.authenticate(request)
-            raw = await request.read()
             try:
-                body = loads_strict(raw) if raw.strip() else {}
-            except ValueError:
-                raise Refusal(
-                    400, "invalid_json", "We could not parse the JSON body of your request."
-                ) from None
-            if not isinstance(body, dict):
-                raise Refusal(
-                    400, "invalid_body", "The request body must be a JSON object.", code="invalid_type"
-                )
-            try:
+                body = await self.server._json_body(request)  # the REST routes' reading and wording
                 await action(request.match_info["call_id"], admitted, body, request)
             except RealtimeError as exc:
                 raise Refusal(400, "invalid_request", exc.message, code=exc.code, param=exc.param) from None

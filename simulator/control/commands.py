@@ -242,6 +242,9 @@ def register_sip(subparsers: argparse._SubParsersAction) -> None:
     )
     ring.add_argument("--key", metavar="API_KEY", help="the project: only this key may answer")
     ring.add_argument("--webhook-secret", metavar="SECRET", help="sign this call's webhook with SECRET")
+    ring.add_argument(
+        "--deliveries", type=int, default=1, metavar="N", help="deliver the webhook N times (duplicates)"
+    )
     ring.set_defaults(func=run_sip_ring)
     listing = actions.add_parser("list", help="every SIP call and its state")
     listing.set_defaults(func=run_sip_list)
@@ -276,6 +279,8 @@ def run_sip_ring(args: argparse.Namespace) -> int:
         body["key"] = args.key
     if args.webhook_secret:
         body["webhook_secret"] = args.webhook_secret
+    if args.deliveries != 1:
+        body["deliveries"] = args.deliveries
     status, answer = call(args.server, "POST", f"{PREFIX}/sip/calls", body, args.admin_token)
     if status >= 400:
         print(f"rtsim sip ring: {status}: {answer}", file=sys.stderr)

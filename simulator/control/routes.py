@@ -13,7 +13,7 @@ from aiohttp import web
 from .. import faults
 from ..admission import Refusal
 from ..protocol import RealtimeError, loads_strict
-from ..schema import List, Obj, Str, check
+from ..schema import Int, List, Obj, Str, check
 from ..tokens import key_id
 from . import fanout
 from .scheduling import ControlPlane
@@ -36,6 +36,7 @@ SIP_RING_REQUEST = Obj(
         "key_id": Str(),
         "webhook_secret": Str(),
         "sip_media_security": Str(),
+        "deliveries": Int(1, 10),  # >1: the same webhook delivered again (retries, duplicates)
     },
     required=("webhook_url",),
 )
@@ -341,6 +342,7 @@ def install(server: RealtimeServer, app: web.Application, *, kinds: Collection[s
             key_id=project,
             secret=body.get("webhook_secret"),
             media_security=body.get("sip_media_security"),
+            deliveries=body.get("deliveries", 1),
         )
         return web.json_response(incoming.describe(), status=201)
 

@@ -251,6 +251,16 @@ async def test_a_project_call_is_not_found_by_another_key_and_bad_bodies_are_400
         ) as anonymous,
     ):
         assert anonymous.status == 401 and "API key" in (await anonymous.json())["error"]["message"]
+    async with (
+        ClientSession() as http,
+        http.post(
+            f"{server.base_url}/realtime/calls/{call_id}/accept",
+            data=b"{not json",
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        ) as garbled,
+    ):
+        error = (await garbled.json())["error"]
+        assert garbled.status == 400 and error["message"].startswith("We could not parse the JSON body")
     # Nothing above changed the call: it still rings, and its own key answers it.
     await client.realtime.calls.accept(call_id, type="realtime")
     assert {c["call_id"]: c for c in await calls(server)}[call_id]["state"] == "accepted"
@@ -470,3 +480,64 @@ async def test_finished_calls_are_forgotten_beyond_a_bound(
     assert [c["call_id"] for c in await calls(server)] == [*rejected[2:], ringing["call_id"]]
     with pytest.raises(openai.NotFoundError):
         await client.realtime.calls.reject(rejected[0])
+
+
+def test_sync_simulator_rings_a_call_a_plain_webhook_server_accepts() -> None:
+    """The embedding API (`SyncSimulator.ring_sip`) with a blocking app: http.server and the sync SDK."""
+    import http.server
+    import threading
+
+    import rtsim
+
+    with rtsim.SyncSimulator(pacing=0.0) as sim:
+        sdk = openai.OpenAI(base_url=sim.base_url, api_key=sim.api_key, webhook_secret=DEFAULT_WEBHOOK_SECRET)
+        answered: list[str] = []
+
+        class Hook(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                event = sdk.webhooks.unwrap(body, dict(self.headers.items()))
+                assert isinstance(event, RealtimeCallIncomingWebhookEvent)
+                sdk.realtime.calls.accept(event.data.call_id, type="realtime", instructions="Hi from sync.")
+                answered.append(event.data.call_id)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=hook.serve_forever, daemon=True).start()
+        try:
+            rung = sim.ring_sip(f"http://127.0.0.1:{hook.server_address[1]}/hook", key=sim.api_key)
+        finally:
+            hook.shutdown()
+            sdk.close()
+        assert rung["state"] == "accepted" and answered == [rung["call_id"]]
+        assert rung["key_id"] == sim.key_id
+        (live,) = sim.sessions()
+        assert live["transport"] == "sip" and live["session"] == rung["session"]
+
+
+async def test_a_redelivered_webhook_is_the_same_event_and_a_second_accept_is_a_404(
+    server: RealtimeServer, client: openai.AsyncOpenAI, receiver: WebhookReceiver
+) -> None:
+    """The platform retries and may deliver a webhook twice; the twilio_sip example treats the accept's 404 on
+    the second delivery as "already handled" and still answers 200. Deduplicate by `webhook-id`."""
+    outcomes: list[str] = []
+
+    async def accept_once(event: RealtimeCallIncomingWebhookEvent) -> None:
+        try:
+            await client.realtime.calls.accept(event.data.call_id, type="realtime")
+            outcomes.append("accepted")
+        except openai.NotFoundError:
+            outcomes.append("404")
+
+    receiver.on_call = accept_once
+    status, rung = await ring(server, webhook_url=receiver.url, deliveries=2)
+    assert status == 201 and rung["webhook"]["status"] == 200 and rung["webhook"]["redeliveries"] == [200]
+    assert outcomes == ["accepted", "404"] and rung["state"] == "accepted"
+    first, second = receiver.headers
+    assert first["webhook-id"] == second["webhook-id"]
+    assert receiver.events[0] == receiver.events[1]  # the same event, verified twice
+    assert len([r for r in server.history.select(kind="session") if r.get("transport") == "sip"]) == 1
