@@ -372,6 +372,7 @@ class RecordingProxy:
         self.history = TraceHistory(config.out)
         self.faults = FaultState()
         self.tokens = TokenAuthority()
+        self.peers: list[tuple[int, str]] = []  # one process: the control API has no workers to fan out to
         self.carriers: dict[str, Carrier] = {}
         self.control: control.ControlPlane | None = None
         self._conns = itertools.count(1)
