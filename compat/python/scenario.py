@@ -19,7 +19,7 @@ from typing import Any
 CHUNK_BYTES = 960  # 20 ms of pcm16 mono at 24 kHz: one microphone callback
 SAMPLE_RATE = 24_000
 EXIT_OK, EXIT_FATAL, EXIT_USAGE = 0, 1, 2
-STACKS_AFTER_END = 8.0  # seconds past end_at: a client still running then dumps its threads' stacks
+STACKS_AFTER_END = 4.0  # seconds past end_at: a client still running then dumps its threads' stacks
 
 
 @dataclass(frozen=True)
