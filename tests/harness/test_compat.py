@@ -64,7 +64,7 @@ def test_the_table_shows_each_cell_and_the_checkers_reason(matrix: ModuleType) -
     columns = [cell.strip() for cell in header.strip("|").split(" | ")]
     by_column = dict(zip(columns, cells, strict=True))
     assert by_column["1006 drop"] == "PASS"
-    assert by_column["close 1011"].startswith("FAIL — context_restored: sess_1 began answering")
+    assert by_column["close 1011"].startswith("FAIL — context_restored: the session began answering")
     assert "\\|" in by_column["close 1011"]  # a pipe in a reason does not split the markdown cell
     assert by_column["context after reconnect"].startswith("FAIL")
     assert by_column["session cap"] == "not run"
