@@ -87,8 +87,12 @@ class Log:
     def __init__(self, client: str) -> None:
         self.client = client
         # The client's clock starts once the framework is loaded (some take seconds to import), so the turns
-        # keep their spacing; the checkers judge what was answered, not when.
+        # keep their spacing; the checkers judge what was answered, not when. A harness that waits for
+        # RTSIM_READY_FILE starts its fault timeline at the same moment.
         self.started = time.monotonic()
+        ready = os.environ.get("RTSIM_READY_FILE")
+        if ready:
+            Path(ready).touch()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
