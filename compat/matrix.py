@@ -131,9 +131,13 @@ def verdict_text(result: RunResult) -> str:
 
 
 def context_text(result: RunResult) -> str:
+    """Whether the conversation survived into the new session; a client that never opened one has nothing
+    to restore, which is no pass."""
     verdict = next((v for v in result.verdicts if v.name == "context_restored"), None)
     if verdict is None:
         return "—"
+    if (result.figures.get("sessions") or 0) < 2:
+        return "— (no new session)"
     return "PASS" if verdict.ok else "FAIL — " + brief(verdict.reason)
 
 
