@@ -55,7 +55,7 @@ report-screenshot: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rtsim demo
 
-test: $(STAMP)
+test: $(STAMP) node-clients
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
@@ -63,6 +63,17 @@ bench: $(STAMP)
 	$(BIN)/rtsim bench sessions
 	$(BIN)/rtsim toxiproxy --bench
 	$(BIN)/python -m rtsim.simulator.vad
+
+# The pinned Node clients (compat/node/package-lock.json): tests/server/test_tls.py runs the official Node SDK
+# over --tls with them. npm ci only when the lockfile is newer than what is installed.
+node-clients:
+	@if command -v npm >/dev/null 2>&1; then \
+		if [ ! -d compat/node/node_modules ] || [ compat/node/package-lock.json -nt compat/node/node_modules ]; then \
+			(cd compat/node && npm ci --no-audit --no-fund --loglevel=error) && touch compat/node/node_modules; \
+		fi; \
+	else \
+		echo "npm is missing: the Node SDK test will be skipped (apt-get install npm)"; \
+	fi
 
 # The compatibility matrix: each pinned framework (own venv under build/compat/, npm under compat/node/) through
 # the fault scenarios over --tls. The table goes to build/compat/matrix.md (README: compat/matrix.py --readme).

@@ -26,6 +26,6 @@ install_venv pipecat 'pipecat-ai[openai]==1.14.0'
 install_venv livekit 'livekit-agents==1.8.9' 'livekit-plugins-openai==1.8.9'
 # npm ci installs exactly the lockfile (the pins in compat/node/package.json); node_modules stays out of git.
 if [ ! -d compat/node/node_modules ] || [ compat/node/package-lock.json -nt compat/node/node_modules ]; then
-  (cd compat/node && npm ci --no-audit --no-fund --loglevel=error)
+  (cd compat/node && npm ci --no-audit --no-fund --loglevel=error) && touch compat/node/node_modules
 fi
 echo "compat: installed"

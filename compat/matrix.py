@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shlex
 import sys
 import time
@@ -111,23 +112,33 @@ def cell_command(scenario_path: Path, framework: Framework) -> str:
     return f".venv/bin/rtsim run {target} --tls --client-cmd {shlex.quote(shlex.join(framework.command))}"
 
 
+def brief(reason: str, limit: int = 160) -> str:
+    """A checker's reason fit for a table cell: no session ids, no pipes or newlines, at most `limit`."""
+    text = re.sub(r"\bsess_\w+", "the session", reason).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def verdict_text(result: RunResult) -> str:
     if result.passed:
         return "PASS"
     failing = [v for v in result.verdicts if not v.ok]
     if not failing:
         return "FAIL — the client was killed"
-    first, others = failing[0], [v.name for v in failing[1:]]
-    reason = f"{first.name}: {first.reason}"[:220]
+    first = failing[0]
+    others = sorted({v.name for v in failing[1:]} - {first.name})
     also = f" (also: {', '.join(others)})" if others else ""
-    return "FAIL — " + (reason + also).replace("|", "\\|").replace("\n", " ")
+    return f"FAIL — {first.name}: {brief(first.reason)}{also}"
 
 
 def context_text(result: RunResult) -> str:
+    """Whether the conversation survived into the new session; a client that never opened one has nothing
+    to restore, which is no pass."""
     verdict = next((v for v in result.verdicts if v.name == "context_restored"), None)
     if verdict is None:
         return "—"
-    return "PASS" if verdict.ok else "FAIL — " + verdict.reason.replace("|", "\\|")[:220]
+    if (result.figures.get("sessions") or 0) < 2:
+        return "— (no new session)"
+    return "PASS" if verdict.ok else "FAIL — " + brief(verdict.reason)
 
 
 def table(results: dict[tuple[str, str], RunResult], frameworks: list[Framework], seconds: float) -> str:

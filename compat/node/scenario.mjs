@@ -1,6 +1,6 @@
 // What every Node adapter of the compatibility matrix shares: the rtsim client interface (clients/README.md)
 // read from the environment, the turn schedule, the JSON log on stdout, and a voice turn as microphone audio.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 export const CHUNK_BYTES = 960; // 20 ms of pcm16 mono at 24 kHz: one microphone callback
 
@@ -17,6 +17,8 @@ export function loadScenario() {
 
 export function makeLog(client) {
   const started = performance.now();
+  // The scenario clock starts now; a harness that waits for RTSIM_READY_FILE starts its faults with it.
+  if (process.env.RTSIM_READY_FILE) writeFileSync(process.env.RTSIM_READY_FILE, '');
   const log = (event, fields = {}) => {
     const t = Math.round(performance.now() - started) / 1000;
     process.stdout.write(JSON.stringify({ t, client, event, ...fields }) + '\n');

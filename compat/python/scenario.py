@@ -19,7 +19,7 @@ from typing import Any
 CHUNK_BYTES = 960  # 20 ms of pcm16 mono at 24 kHz: one microphone callback
 SAMPLE_RATE = 24_000
 EXIT_OK, EXIT_FATAL, EXIT_USAGE = 0, 1, 2
-STACKS_AFTER_END = 8.0  # seconds past end_at: a client still running then dumps its threads' stacks
+STACKS_AFTER_END = 4.0  # seconds past end_at: a client still running then dumps its threads' stacks
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,12 @@ class Log:
     def __init__(self, client: str) -> None:
         self.client = client
         # The client's clock starts once the framework is loaded (some take seconds to import), so the turns
-        # keep their spacing; the checkers judge what was answered, not when.
+        # keep their spacing; the checkers judge what was answered, not when. A harness that waits for
+        # RTSIM_READY_FILE starts its fault timeline at the same moment.
         self.started = time.monotonic()
+        ready = os.environ.get("RTSIM_READY_FILE")
+        if ready:
+            Path(ready).touch()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

@@ -64,9 +64,9 @@ def test_the_table_shows_each_cell_and_the_checkers_reason(matrix: ModuleType) -
     columns = [cell.strip() for cell in header.strip("|").split(" | ")]
     by_column = dict(zip(columns, cells, strict=True))
     assert by_column["1006 drop"] == "PASS"
-    assert by_column["close 1011"].startswith("FAIL — context_restored: sess_1 began answering")
+    assert by_column["close 1011"].startswith("FAIL — context_restored: the session began answering")
     assert "\\|" in by_column["close 1011"]  # a pipe in a reason does not split the markdown cell
-    assert by_column["context after reconnect"].startswith("FAIL")
+    assert by_column["context after reconnect"] == "— (no new session)"  # these verdicts report no sessions
     assert by_column["session cap"] == "not run"
     assert "P6" in next(line for line in text.splitlines() if line.startswith(f"| {browser.label}"))
     assert (
@@ -95,3 +95,12 @@ def test_the_plain_turn_scenario_has_a_text_and_a_voice_turn() -> None:
     scenario = load(ROOT / "compat" / "scenarios" / "text-and-voice.yaml")
     assert [turn.mode for turn in scenario.user] == ["text", "audio"]
     assert scenario.model_script()["transcripts"] == ["What is my name?"]
+
+
+def test_context_counts_only_when_a_new_session_was_opened(matrix: ModuleType) -> None:
+    restored = Verdict("context_restored", True)
+    alone = result("close-1011", "x", [restored])
+    assert matrix.context_text(alone) == "— (no new session)"  # nothing to restore is no pass
+    two_sessions = Verdict("reconnected_within", True, figures={"sessions": 2})
+    reconnected = result("close-1011", "x", [restored, two_sessions])
+    assert matrix.context_text(reconnected) == "PASS"
