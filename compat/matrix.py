@@ -109,7 +109,8 @@ CONTEXT_FROM = "close-1011"
 def cell_command(scenario_path: Path, framework: Framework) -> str:
     relative = scenario_path.relative_to(ROOT) if scenario_path.is_relative_to(ROOT) else scenario_path
     target = scenario_path.stem if scenario_path.parent == LIBRARY else str(relative)
-    return f".venv/bin/rtsim run {target} --tls --client-cmd {shlex.quote(shlex.join(framework.command))}"
+    command = shlex.quote(shlex.join(framework.command))
+    return f".venv/bin/rtsim run {target} --tls --client-ready-file --client-cmd {command}"
 
 
 def brief(reason: str, limit: int = 160) -> str:
@@ -188,7 +189,12 @@ def absolute(command: tuple[str, ...]) -> list[str]:
 
 async def run(frameworks: list[Framework], jobs: int, out_dir: Path) -> dict[tuple[str, str], RunResult]:
     scenarios: list[Scenario] = [load(path) for _, path in COLUMNS]
-    clients = [ClientSpec(f.name, absolute(f.command)) for f in frameworks if f.installed and not f.note]
+    # The adapters create RTSIM_READY_FILE once their framework has loaded (imports take up to ~17 s).
+    clients = [
+        ClientSpec(f.name, absolute(f.command), ready_file=True)
+        for f in frameworks
+        if f.installed and not f.note
+    ]
     results = await run_matrix(
         scenarios,
         clients,

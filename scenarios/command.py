@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from .progress import LiveProgress, live_wanted
 from .report import write_report
-from .runner import CLIENTS, ClientSpec, RunResult, matrix_pairs, run_matrix
+from .runner import CLIENTS, READY_TIMEOUT, ClientSpec, RunResult, matrix_pairs, run_matrix
 from .spec import ScenarioError, discover
 
 # A WebSocket run uses about a second of CPU over its ~10 s (its client starting, then waiting on its
@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="CMD",
         help="any program: run with OPENAI_BASE_URL, OPENAI_API_KEY and RTSIM_SCENARIO set",
+    )
+    parser.add_argument(
+        "--client-ready-file",
+        action="store_true",
+        help="the --client-cmd programs create RTSIM_READY_FILE once loaded: the fault timeline waits for it "
+        f"(at most {READY_TIMEOUT:.0f} s), so a slow-starting framework meets each fault at its moment",
     )
     parser.add_argument("--server", metavar="URL", help="use a running rtsim serve instead of embedded ones")
     parser.add_argument(
@@ -89,7 +95,7 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"{scenario.name:32} {scenario.description}")
         return 0
     clients = [ClientSpec.named(name) for name in (args.client or [])]
-    clients += [ClientSpec.from_command(cmd) for cmd in args.client_cmd]
+    clients += [ClientSpec.from_command(cmd, ready_file=args.client_ready_file) for cmd in args.client_cmd]
     # no client named: each scenario meets the reference client of its transport
     out_dir = Path(args.out) / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     print(

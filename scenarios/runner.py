@@ -55,6 +55,7 @@ GRACE_SECONDS = 15.0  # beyond the scenario's duration, before a client that doe
 class ClientSpec:
     name: str
     command: Sequence[str]
+    ready_file: bool = False  # a program that creates RTSIM_READY_FILE when its scenario clock starts
 
     @classmethod
     def named(cls, name: str) -> ClientSpec:
@@ -63,13 +64,13 @@ class ClientSpec:
         return cls(name, CLIENTS[name])
 
     @classmethod
-    def from_command(cls, command: str) -> ClientSpec:
-        return cls("custom", shlex.split(command))
+    def from_command(cls, command: str, *, ready_file: bool = False) -> ClientSpec:
+        return cls("custom", shlex.split(command), ready_file=ready_file)
 
     @property
     def signals_ready(self) -> bool:
         """Whether the harness waits for this client's RTSIM_READY_FILE before the timeline starts."""
-        return self.name in SIGNALS_READY
+        return self.ready_file or self.name in SIGNALS_READY
 
     @property
     def has_page(self) -> bool:
