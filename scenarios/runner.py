@@ -39,6 +39,7 @@ CLIENTS: dict[str, list[str]] = {
     "naive-webrtc": [sys.executable, "-m", "rtsim.clients.naive_webrtc"],
 }
 GRACE_SECONDS = 15.0  # beyond the scenario's duration, before a client that does not stop is killed
+STARTUP_WAIT_SECONDS = 5.0  # the most a run holds its startup slot waiting for its client's first request
 
 
 @dataclass(frozen=True)
@@ -210,8 +211,12 @@ async def run_one(
     out_dir: Path | None = None,
     server_url: str | None = None,
     extra_env: dict[str, str] | None = None,
+    startup: asyncio.Semaphore | None = None,
 ) -> RunResult:
-    """One scenario against one client, on a simulator of its own (or the one at `server_url`)."""
+    """One scenario against one client, on a simulator of its own (or the one at `server_url`).
+
+    `startup`, shared between runs, limits how many clients are starting (spawned, not yet calling) at once.
+    """
     out_dir = out_dir or Path("runs") / "adhoc"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{scenario.name}--{client.name}"
@@ -241,17 +246,35 @@ async def run_one(
             "PYTHONUNBUFFERED": "1",
         }
         nemesis = Nemesis(simulator, key, scenario.faults, link)
+        loop = asyncio.get_running_loop()
         with log_path.open("w") as log:
-            process = await asyncio.create_subprocess_exec(
-                *client.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
-            )
-            nemesis.start(asyncio.get_running_loop())
+            async with startup or contextlib.nullcontext():
+                process = await asyncio.create_subprocess_exec(
+                    *client.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+                )
+                nemesis.start(loop)
+                spawned = loop.time()
+                # A client's start is the CPU-heavy part of a run (an interpreter and its imports): the next
+                # one waits until this one has called the simulator, so starts do not pile up.
+                while nemesis.contacted_at is None and process.returncode is None and nemesis.follows_contact:
+                    if loop.time() - spawned > STARTUP_WAIT_SECONDS:
+                        break
+                    await asyncio.sleep(0.05)
             try:
-                exit_code = await asyncio.wait_for(process.wait(), scenario.duration + GRACE_SECONDS)
-            except TimeoutError:
-                timed_out = True
-                process.kill()
-                exit_code = await process.wait()
+                # The client's timeline runs from its first request (as the fault timeline does).
+                while True:
+                    deadline = (nemesis.contacted_at or spawned) + scenario.duration + GRACE_SECONDS
+                    try:
+                        exit_code = await asyncio.wait_for(process.wait(), max(0.0, deadline - loop.time()))
+                        break
+                    except TimeoutError:
+                        if (nemesis.contacted_at or spawned) + scenario.duration + GRACE_SECONDS > deadline:
+                            continue  # it called in the meantime: its timeline started later
+                        timed_out = True
+                        with contextlib.suppress(ProcessLookupError):  # it may exit just as it is killed
+                            process.kill()
+                        exit_code = await process.wait()
+                        break
             finally:
                 nemesis.stop()
         await nemesis.settle()
@@ -321,6 +344,7 @@ class Nemesis:
         self.clock: timing.EventCounter | None = None
         self._unfollow: Callable[[], None] | None = None
         self._on_contact: list[FaultStep] = []  # fixed-time steps waiting for the client's first request
+        self.contacted_at: float | None = None  # loop time of the client's first request
 
     @staticmethod
     def moment(step: FaultStep) -> timing.When:
@@ -335,14 +359,18 @@ class Nemesis:
         # the simulator, not from the process spawn (which, on a loaded machine, can take seconds of imports).
         # Faults at 0 fire at once (before it connects); a remote simulator's records are polled too late
         # for this, so there the clock runs from the spawn.
-        from_contact = isinstance(self.simulator, EmbeddedSimulator)
         for step in self.steps:
-            if from_contact and step.at:
+            if self.follows_contact and step.at:
                 self._on_contact.append(step)
             else:
                 self.cancels.append(timing.arm(self.moment(step), self.clock, lambda s=step: self.fire(s)))
-        if self._on_contact or any(step.after_event is not None for step in self.steps):
+        if self.follows_contact or any(step.after_event is not None for step in self.steps):
             self._unfollow = self.simulator.follow(self._on_record)
+
+    @property
+    def follows_contact(self) -> bool:
+        """The client's first request is seen as it happens (an embedded simulator's own history)."""
+        return isinstance(self.simulator, EmbeddedSimulator)
 
     def _on_record(self, record: dict[str, Any]) -> None:
         clock = self.clock
@@ -350,7 +378,8 @@ class Nemesis:
             return
         if record["kind"] == "event" and record["dir"] == "out":
             clock.saw(record["event"].get("type"))
-        elif record["kind"] in ("http", "handshake") and self._on_contact:
+        elif record["kind"] in ("http", "handshake") and self.contacted_at is None:
+            self.contacted_at = clock.loop.time()
             steps, self._on_contact = self._on_contact, []
             for step in steps:
                 self.cancels.append(timing.arm(self.moment(step), clock, lambda s=step: self.fire(s)))
@@ -435,6 +464,7 @@ async def run_matrix(
     # A WebRTC run encodes and decodes media on both sides the whole time (a quarter of a core or so); more at
     # once than there are cores starves every run's timeline. WebSocket runs mostly wait, and fill the rest.
     media = asyncio.Semaphore(max(1, min(jobs, webrtc_jobs or os.cpu_count() or 1)))
+    startup = asyncio.Semaphore(os.cpu_count() or 1)  # clients starting at once: one per core
     pairs = matrix_pairs(scenarios, clients)
     done = 0
 
@@ -443,7 +473,9 @@ async def run_matrix(
         async with media if scenario.transport == "webrtc" else contextlib.nullcontext(), semaphore:
             if on_start is not None:
                 on_start(scenario, client)
-            result = await run_one(scenario, client, seed=seed, out_dir=out_dir, server_url=server_url)
+            result = await run_one(
+                scenario, client, seed=seed, out_dir=out_dir, server_url=server_url, startup=startup
+            )
         done += 1
         status = "PASS" if result.passed else "FAIL"
         line = f"[{done}/{len(pairs)}] {scenario.name} × {client.name}: {status} ({result.seconds:.1f}s)"
