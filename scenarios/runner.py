@@ -460,22 +460,20 @@ async def run_matrix(
     With no clients named, each scenario runs against the reference client of its transport. `progress`
     gets a line per finished run; `on_start` and `on_done` (the result and that line) feed a live display.
     """
-    semaphore = asyncio.Semaphore(jobs)
     # A WebRTC run encodes and decodes media on both sides the whole time (a quarter of a core or so); more at
     # once than there are cores starves every run's timeline. WebSocket runs mostly wait, and fill the rest.
-    media = asyncio.Semaphore(max(1, min(jobs, webrtc_jobs or os.cpu_count() or 1)))
+    media_slots = max(1, min(jobs, webrtc_jobs or os.cpu_count() or 1))
     startup = asyncio.Semaphore(os.cpu_count() or 1)  # clients starting at once: one per core
     pairs = matrix_pairs(scenarios, clients)
     done = 0
 
     async def one(scenario: Scenario, client: ClientSpec) -> RunResult:
         nonlocal done
-        async with media if scenario.transport == "webrtc" else contextlib.nullcontext(), semaphore:
-            if on_start is not None:
-                on_start(scenario, client)
-            result = await run_one(
-                scenario, client, seed=seed, out_dir=out_dir, server_url=server_url, startup=startup
-            )
+        if on_start is not None:
+            on_start(scenario, client)
+        result = await run_one(
+            scenario, client, seed=seed, out_dir=out_dir, server_url=server_url, startup=startup
+        )
         done += 1
         status = "PASS" if result.passed else "FAIL"
         line = f"[{done}/{len(pairs)}] {scenario.name} × {client.name}: {status} ({result.seconds:.1f}s)"
@@ -485,8 +483,28 @@ async def run_matrix(
             on_done(result, line)
         return result
 
-    # Longest first: the semaphore admits runs in the order they ask, so the long scenarios start at once
-    # and the short ones fill the gaps, rather than one long run starting last and finishing alone.
-    order = sorted(range(len(pairs)), key=lambda i: -pairs[i][0].duration)
-    tasks = {i: asyncio.ensure_future(one(*pairs[i])) for i in order}
-    return list(await asyncio.gather(*(tasks[i] for i in range(len(pairs)))))
+    def is_webrtc(index: int) -> bool:
+        return pairs[index][0].transport == "webrtc"
+
+    # Longest first, so no long run starts last and finishes alone; and a free media slot goes to a WebRTC
+    # run before anything else, since those slots are the scarce ones (left for the end, they run in series).
+    pending = sorted(range(len(pairs)), key=lambda i: -pairs[i][0].duration)
+    running: dict[asyncio.Task[RunResult], int] = {}
+    results: dict[int, RunResult] = {}
+    try:
+        while pending or running:
+            while len(running) < jobs and pending:
+                media_free = sum(map(is_webrtc, running.values())) < media_slots
+                pick = next((i for i in pending if is_webrtc(i) == media_free), None)
+                if pick is None and not media_free:
+                    break  # only WebRTC runs are left, and their slots are taken
+                pick = pending[0] if pick is None else pick
+                pending.remove(pick)
+                running[asyncio.ensure_future(one(*pairs[pick]))] = pick
+            finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                results[running.pop(task)] = task.result()
+    finally:
+        for task in running:
+            task.cancel()
+    return [results[i] for i in range(len(pairs))]
