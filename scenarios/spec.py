@@ -55,6 +55,9 @@ SERVER_KEYS = (
     "max_sessions_per_key",
     "response_latency",
     "pacing",
+    "transcription_delay",
+    "audio_start_delay",
+    "ping_interval",
     "context_window",
     "seed",
 )
