@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from rtsim.clients import tls
-from rtsim.simulator import audio
 
 EXIT_OK = 0  # end_at reached and the conversation closed gracefully
 EXIT_FATAL = 1  # an outcome the client gave up on (refused credentials, retries exhausted, ...)
@@ -30,7 +29,7 @@ AUDIO_CHUNK_MS = 20  # a microphone callback's worth of audio per input_audio_bu
 # Silence streamed after each spoken turn, longer than server VAD's default silence_duration_ms (500 ms),
 # so the server hears the end of the turn without the client ever committing by hand.
 TRAILING_SILENCE_MS = 800
-BYTES_PER_MS = audio.SAMPLE_RATE * 2 // 1000  # pcm16 mono 24 kHz
+BYTES_PER_MS = 48  # pcm16 mono at the Realtime API's 24 kHz (rtsim.simulator.audio.SAMPLE_RATE)
 
 
 class UsageError(Exception):
@@ -286,11 +285,16 @@ def decoded_length(b64: str) -> int:
 
 def utterance(text: str, seed: int | None) -> bytes:
     """The user saying `text`: speech-like pcm16 24 kHz audio, then enough silence for server VAD."""
+    # Imported here: the test-audio kit (numpy) is a third of a text-only client's start-up.
+    from rtsim.simulator import audio
+
     return audio.speech_for_text(text, seed=seed or 0) + audio.to_pcm(audio.silence(TRAILING_SILENCE_MS))
 
 
 async def stream_utterance(pcm: bytes, send: Callable[[bytes], Awaitable[None]]) -> None:
     """Send audio like a microphone: AUDIO_CHUNK_MS chunks paced in real time."""
+    from rtsim.simulator import audio
+
     await audio.stream(pcm, send, chunk_ms=AUDIO_CHUNK_MS)
 
 

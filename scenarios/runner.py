@@ -49,6 +49,7 @@ RELOAD_SIGNAL = signal.SIGUSR1
 SIGNALS_READY = frozenset({"browser"})
 READY_TIMEOUT = 60.0
 GRACE_SECONDS = 15.0  # beyond the scenario's duration, before a client that does not stop is killed
+STARTUP_WAIT_SECONDS = 5.0  # the most a run holds its startup slot waiting for its client's first request
 
 
 @dataclass(frozen=True)
@@ -253,9 +254,13 @@ async def run_one(
     server_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     tls: bool = False,
+    startup: asyncio.Semaphore | None = None,
 ) -> RunResult:
     """One scenario against one client, on a simulator of its own (or the one at `server_url`); `tls`: the
-    embedded simulator serves HTTPS/WSS from a local CA the client is told to trust."""
+    embedded simulator serves HTTPS/WSS from a local CA the client is told to trust.
+
+    `startup`, shared between runs, limits how many clients are starting (spawned, not yet calling) at once.
+    """
     out_dir = out_dir or Path("runs") / "adhoc"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{scenario.name}--{client.name}"
@@ -293,20 +298,39 @@ async def run_one(
             "PYTHONUNBUFFERED": "1",
         }
         nemesis = Nemesis(simulator, key, scenario.faults, link)
+        loop = asyncio.get_running_loop()
         with log_path.open("w") as log:
-            process = await asyncio.create_subprocess_exec(
-                *client.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
-            )
-            nemesis.client = (client, process)
-            if client.signals_ready:
-                await wait_ready(ready_path, process)
-            nemesis.start(asyncio.get_running_loop())
+            async with startup or contextlib.nullcontext():
+                process = await asyncio.create_subprocess_exec(
+                    *client.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+                )
+                nemesis.client = (client, process)
+                if client.signals_ready:
+                    # Its clock starts when it says so (it may have called the simulator while loading).
+                    await wait_ready(ready_path, process)
+                nemesis.start(loop, from_contact=not client.signals_ready)
+                spawned = loop.time()
+                # A client's start is the CPU-heavy part of a run (an interpreter and its imports): the next
+                # one waits until this one has called the simulator, so starts do not pile up.
+                while nemesis.contacted_at is None and process.returncode is None and nemesis.follows_contact:
+                    if loop.time() - spawned > STARTUP_WAIT_SECONDS:
+                        break
+                    await asyncio.sleep(0.05)
             try:
-                exit_code = await asyncio.wait_for(process.wait(), scenario.duration + GRACE_SECONDS)
-            except TimeoutError:
-                timed_out = True
-                process.kill()
-                exit_code = await process.wait()
+                # The client's timeline runs from its first request (as the fault timeline does).
+                while True:
+                    deadline = (nemesis.contacted_at or spawned) + scenario.duration + GRACE_SECONDS
+                    try:
+                        exit_code = await asyncio.wait_for(process.wait(), max(0.0, deadline - loop.time()))
+                        break
+                    except TimeoutError:
+                        if (nemesis.contacted_at or spawned) + scenario.duration + GRACE_SECONDS > deadline:
+                            continue  # it called in the meantime: its timeline started later
+                        timed_out = True
+                        with contextlib.suppress(ProcessLookupError):  # it may exit just as it is killed
+                            process.kill()
+                        exit_code = await process.wait()
+                        break
             finally:
                 nemesis.stop()
         await nemesis.settle()
@@ -390,6 +414,8 @@ class Nemesis:
         self._unfollow: Callable[[], None] | None = None
         self._on_contact: list[FaultStep] = []  # fixed-time steps waiting for the client's first request
         self.client: tuple[ClientSpec, asyncio.subprocess.Process] | None = None  # for client steps
+        self.contacted_at: float | None = None  # loop time of the client's first request
+        self._from_contact = True
 
     @staticmethod
     def moment(step: FaultStep) -> timing.When:
@@ -398,20 +424,26 @@ class Nemesis:
         assert step.after_event is not None
         return timing.at_event(step.after_event, step.nth, delay=step.delay)
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, *, from_contact: bool = True) -> None:
+        """Arm the steps; `from_contact`: fixed times count from the client's first request, else from now."""
         self.clock = timing.EventCounter(loop)
+        self._from_contact = from_contact
         # A fixed time counts on the client's own timeline, as its user turns do: from its first request to
         # the simulator, not from the process spawn (which, on a loaded machine, can take seconds of imports).
         # Faults at 0 fire at once (before it connects); a remote simulator's records are polled too late
         # for this, so there the clock runs from the spawn.
-        from_contact = isinstance(self.simulator, EmbeddedSimulator)
         for step in self.steps:
-            if from_contact and step.at:
+            if self.follows_contact and step.at:
                 self._on_contact.append(step)
             else:
                 self.cancels.append(timing.arm(self.moment(step), self.clock, lambda s=step: self.fire(s)))
-        if self._on_contact or any(step.after_event is not None for step in self.steps):
+        if self.follows_contact or any(step.after_event is not None for step in self.steps):
             self._unfollow = self.simulator.follow(self._on_record)
+
+    @property
+    def follows_contact(self) -> bool:
+        """The client's first request is seen as it happens (an embedded simulator's own history)."""
+        return self._from_contact and isinstance(self.simulator, EmbeddedSimulator)
 
     def _on_record(self, record: dict[str, Any]) -> None:
         clock = self.clock
@@ -419,7 +451,8 @@ class Nemesis:
             return
         if record["kind"] == "event" and record["dir"] == "out":
             clock.saw(record["event"].get("type"))
-        elif record["kind"] in ("http", "handshake") and self._on_contact:
+        elif record["kind"] in ("http", "handshake") and self.contacted_at is None:
+            self.contacted_at = clock.loop.time()
             steps, self._on_contact = self._on_contact, []
             for step in steps:
                 self.cancels.append(timing.arm(self.moment(step), clock, lambda s=step: self.fire(s)))
@@ -520,21 +553,20 @@ async def run_matrix(
     With no clients named, each scenario runs against the reference client of its transport. `progress`
     gets a line per finished run; `on_start` and `on_done` (the result and that line) feed a live display.
     """
-    semaphore = asyncio.Semaphore(jobs)
     # A WebRTC run encodes and decodes media on both sides the whole time (a quarter of a core or so); more at
     # once than there are cores starves every run's timeline. WebSocket runs mostly wait, and fill the rest.
-    media = asyncio.Semaphore(max(1, min(jobs, webrtc_jobs or os.cpu_count() or 1)))
+    media_slots = max(1, min(jobs, webrtc_jobs or os.cpu_count() or 1))
+    startup = asyncio.Semaphore(os.cpu_count() or 1)  # clients starting at once: one per core
     pairs = matrix_pairs(scenarios, clients)
     done = 0
 
     async def one(scenario: Scenario, client: ClientSpec) -> RunResult:
         nonlocal done
-        async with media if scenario.transport == "webrtc" else contextlib.nullcontext(), semaphore:
-            if on_start is not None:
-                on_start(scenario, client)
-            result = await run_one(
-                scenario, client, seed=seed, out_dir=out_dir, server_url=server_url, tls=tls
-            )
+        if on_start is not None:
+            on_start(scenario, client)
+        result = await run_one(
+            scenario, client, seed=seed, out_dir=out_dir, server_url=server_url, tls=tls, startup=startup
+        )
         done += 1
         status = "PASS" if result.passed else "FAIL"
         line = f"[{done}/{len(pairs)}] {scenario.name} × {client.name}: {status} ({result.seconds:.1f}s)"
@@ -544,8 +576,28 @@ async def run_matrix(
             on_done(result, line)
         return result
 
-    # Longest first: the semaphore admits runs in the order they ask, so the long scenarios start at once
-    # and the short ones fill the gaps, rather than one long run starting last and finishing alone.
-    order = sorted(range(len(pairs)), key=lambda i: -pairs[i][0].duration)
-    tasks = {i: asyncio.ensure_future(one(*pairs[i])) for i in order}
-    return list(await asyncio.gather(*(tasks[i] for i in range(len(pairs)))))
+    def is_webrtc(index: int) -> bool:
+        return pairs[index][0].transport == "webrtc"
+
+    # Longest first, so no long run starts last and finishes alone; and a free media slot goes to a WebRTC
+    # run before anything else, since those slots are the scarce ones (left for the end, they run in series).
+    pending = sorted(range(len(pairs)), key=lambda i: -pairs[i][0].duration)
+    running: dict[asyncio.Task[RunResult], int] = {}
+    results: dict[int, RunResult] = {}
+    try:
+        while pending or running:
+            while len(running) < jobs and pending:
+                media_free = sum(map(is_webrtc, running.values())) < media_slots
+                pick = next((i for i in pending if is_webrtc(i) == media_free), None)
+                if pick is None and not media_free:
+                    break  # only WebRTC runs are left, and their slots are taken
+                pick = pending[0] if pick is None else pick
+                pending.remove(pick)
+                running[asyncio.ensure_future(one(*pairs[pick]))] = pick
+            finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                results[running.pop(task)] = task.result()
+    finally:
+        for task in running:
+            task.cancel()
+    return [results[i] for i in range(len(pairs))]

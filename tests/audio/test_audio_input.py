@@ -115,7 +115,12 @@ async def test_a_spoken_turn_gets_a_response_and_transcription(
     for _ in range(3):
         spoken = audio.build_utterance([("silence", 300), ("speech", 1000), ("silence", 900)], seed=2)
         await send_audio(ws, spoken.pcm)
-        turns.append(await recv_until(ws, "response.done"))
+        events = await recv_until(ws, "response.done")
+        # Transcription runs beside the response and comes 0.5-1.4 s after the commit (docs/parity.md):
+        # here, after this unpaced response is done.
+        if not any(e["type"].endswith("transcription.completed") for e in events):
+            events += await recv_until(ws, "conversation.item.input_audio_transcription.completed")
+        turns.append(events)
     for events in turns:
         for event in events:
             validate_ga(event)
@@ -128,9 +133,10 @@ async def test_a_spoken_turn_gets_a_response_and_transcription(
     # the committed audio runs from audio_start_ms to audio_end_ms: padding 300 + speech 1000 + silence 200
     deltas = "".join(e["delta"] for e in turns[0] if e["type"].endswith("transcription.delta"))
     assert deltas == "My name is Alice."
-    answer = turns[1][-1]["response"]["output"][0]["content"][0]["transcript"]
+    done = [next(e for e in t if e["type"] == "response.done")["response"] for t in turns]
+    answer = done[1]["output"][0]["content"][0]["transcript"]
     assert answer == "Your name is Alice."  # the model heard the scripted transcript
-    assert turns[2][-1]["response"]["output"][0]["content"][0]["transcript"] == "Sorry, I didn't catch that."
+    assert done[2]["output"][0]["content"][0]["transcript"] == "Sorry, I didn't catch that."
     await ws.close()
 
 
@@ -319,7 +325,8 @@ async def test_scripted_transcripts_continue_across_a_clients_sessions(
         await send_audio(ws, spoken.pcm)
         events = await recv_until(ws, "conversation.item.input_audio_transcription.completed")
         heard.append(events[-1]["transcript"])
-        await recv_until(ws, "rate_limits.updated")  # read the answer out, so the close handshake is prompt
+        if not any(e["type"] == "rate_limits.updated" for e in events):  # the transcript may come after
+            await recv_until(ws, "rate_limits.updated")  # read the answer out: the close handshake is prompt
         await ws.close()
     assert heard == ["My name is Alice.", "What is my name?"]
 

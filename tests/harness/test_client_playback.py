@@ -98,3 +98,16 @@ async def test_reference_spoken_barge_in_passes_the_playback_checker(
         // common.BYTES_PER_MS
     )
     assert truncate["event"]["audio_end_ms"] < delivered_ms - 1000  # heard, not received
+
+
+def test_a_text_only_client_starts_without_the_audio_kit() -> None:
+    """A client start is most of a run's CPU; numpy (the test-audio kit) loads only for a spoken turn."""
+    import subprocess
+    import sys
+
+    from rtsim.simulator import audio
+
+    assert common.BYTES_PER_MS == audio.SAMPLE_RATE * 2 // 1000
+    probe = "import sys, rtsim.clients.reference; print('numpy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

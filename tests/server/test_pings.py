@@ -5,13 +5,16 @@ A client that does not answer is not dropped for it; a stalled (half-open) serve
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
+from rtsim.simulator.serve import add_server_options, config_from_args
 from rtsim.simulator.server import ServerConfig
 from tests.support.wire import KEY, ws_url
 
@@ -79,3 +82,17 @@ async def test_a_stalled_server_sends_no_pings(server_factory: Callable[..., Any
             carrier.unstall()
             received = await messages_for(ws, 0.5)
             assert [m for m in received if m.type == aiohttp.WSMsgType.PING]  # pings again once it recovers
+
+
+def test_the_timing_options_of_rtsim_serve() -> None:
+    parser = argparse.ArgumentParser()
+    add_server_options(parser)
+    defaults = config_from_args(parser.parse_args([]))
+    assert (defaults.pacing, defaults.transcription_delay, defaults.ping_interval) == (0.25, (0.5, 1.4), 20.0)
+    given = config_from_args(
+        parser.parse_args(["--pacing", "1", "--transcription-delay", "0,0", "--ping-interval", "0"])
+    )
+    assert (given.pacing, given.transcription_delay, given.ping_interval) == (1.0, (0.0, 0.0), None)
+    assert given.limits().transcription_delay == (0.0, 0.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--transcription-delay", "2,1"])

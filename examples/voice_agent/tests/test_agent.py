@@ -24,8 +24,10 @@ def test_agent_remembers_the_user_across_a_dropped_connection(rtsim, tmp_path: P
     plan.write_text(
         json.dumps(
             {
-                "turns": [{"at": 0.3, "say": "My name is Alice."}, {"at": 2.0, "say": "What is my name?"}],
-                "end_at": 3.0,
+                # The question comes after the reconnect has had time: audio arrives faster than real
+                # time, so the drop (at the first response.done) comes early in the conversation.
+                "turns": [{"at": 0.3, "say": "My name is Alice."}, {"at": 4.0, "say": "What is my name?"}],
+                "end_at": 5.0,
             }
         )
     )
