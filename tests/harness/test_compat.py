@@ -70,7 +70,7 @@ def test_the_table_shows_each_cell_and_the_checkers_reason(matrix: ModuleType) -
     assert by_column["session cap"] == "not run"
     assert "P6" in next(line for line in text.splitlines() if line.startswith(f"| {browser.label}"))
     assert (
-        "- openai-node × close 1011: `.venv/bin/rtsim run close-1011 --tls --client-cmd "
+        "- openai-node × close 1011: `.venv/bin/rtsim run close-1011 --tls --client-ready-file --client-cmd "
         "'node compat/node/openai-sdk.mjs'`" in text
     )
 
