@@ -61,7 +61,17 @@ FAKE_MIC_RATE = 48000
 FAKE_MIC_SECONDS = 20  # looped by Chromium; the page enables the track only while the user speaks
 # What the page reports that goes into the history (the rest is only in the client's log).
 RECORDED_EVENTS = frozenset(
-    {"page_loaded", "state", "transport", "stats", "connected", "connect_failed", "restored", "fatal"}
+    {
+        "page_loaded",
+        "state",
+        "transport",
+        "stats",
+        "health",
+        "connected",
+        "connect_failed",
+        "restored",
+        "fatal",
+    }
 )
 EXIT_GRACE = 10.0  # beyond end_at, before a page that never reports its exit is given up on
 
@@ -292,4 +302,3 @@ async def main(env: Mapping[str, str], *, out: TextIO | None = None) -> int:
 
 if __name__ == "__main__":
     run_cli(main)
-

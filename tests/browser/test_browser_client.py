@@ -119,19 +119,30 @@ async def test_udp_loss_shows_in_the_browsers_getstats(tmp_path: Path) -> None:
             "transport": "webrtc",
             "duration": 8,
             "user": [{"at": 0.5, "say": "My name is Alice."}],
-            "faults": [{"at": 3.0, "kind": "webrtc-loss", "params": {"percent": 30, "direction": "out"}}],
+            "faults": [
+                {
+                    "at": 3.0,
+                    "kind": "webrtc-loss",
+                    "params": {"percent": 30, "direction": "out", "seconds": 3},
+                }
+            ],
+            "checks": [{"sessions_at_most": {"n": 1}}],  # a bad network is not a dead one: no new call
         }
     )
     result = await run_one(scenario, BROWSER, out_dir=tmp_path)
+    assert result.passed, explain(result)
     fault = next(r for r in result.records if r["kind"] == "fault" and r["fault"] == "webrtc-loss")
     stats = client_records(result, "stats")
     before = [s for s in stats if s["t"] < fault["t"]]
-    after = [s for s in stats if s["t"] > fault["t"] + 2]
+    after = [s for s in stats if fault["t"] + 2 < s["t"] < fault["t"] + 3]
     assert before and after, stats
     assert before[-1]["packetsLost"] == 0
     lost = after[-1]["packetsLost"] - before[-1]["packetsLost"]
     received = after[-1]["packetsReceived"] - before[-1]["packetsReceived"]
     assert 0.12 < lost / (lost + received) < 0.5, (lost, received)
+    # The page's health monitor said so, and said so again when the loss was lifted.
+    health = [(r["quality"], r["t"] > fault["t"]) for r in client_records(result, "health")]
+    assert health[:2] == [("poor", True), ("good", True)], health
 
 
 async def test_udp_latency_shows_as_the_browsers_round_trip_time(tmp_path: Path) -> None:
