@@ -165,3 +165,20 @@ async def test_udp_latency_shows_as_the_browsers_round_trip_time(tmp_path: Path)
     assert before and after, stats
     assert max(before) < 0.15
     assert after[-1] > 0.35  # 200 ms each way
+
+
+async def test_the_page_rtsim_serves_works_with_the_backend_named_in_its_url(tmp_path: Path) -> None:
+    """`/_rtsim/client/index.html?backend=URL`: same origin as the API, the app backend cross-origin."""
+    scenario = from_dict(
+        {
+            "name": "browser-served-by-rtsim",
+            "transport": "webrtc",
+            "duration": 5,
+            "user": [{"at": 0.5, "say": "My name is Alice."}],
+            "checks": ["no_lost_turns", "no_leaked_sessions"],
+        }
+    )
+    result = await run_one(scenario, BROWSER, out_dir=tmp_path, extra_env={"RTSIM_BROWSER_PAGE": "simulator"})
+    assert result.passed, explain(result)
+    assert result.log_path is not None
+    assert "/_rtsim/client/index.html?backend=http://localhost:" in result.log_path.read_text()
