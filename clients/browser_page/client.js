@@ -433,7 +433,6 @@ class Client {
       try {
         const token = await backendPost("/token");
         call = new Call(this, token.value);
-        this.opening = call;
         store.data.calls += 1;
         store.save();
         await call.connect(this.config.api_base, this.config.scenario.model, s.setup_timeout * 1000);

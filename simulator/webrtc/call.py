@@ -359,6 +359,7 @@ class Call(Carrier):
 
     async def _teardown(self) -> None:
         self._cancel_tasks()
+        self.gate.close()
         for sideband in list(self.sidebands):
             await sideband.close()
         self.track.stop()
