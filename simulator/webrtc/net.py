@@ -176,8 +176,10 @@ class UdpGate:
         protocol.transport = cast(asyncio.DatagramTransport, _GatedTransport(protocol.transport, self))
 
     def close(self) -> None:
-        """The call is over: drop what the delay lines still hold, and their timers."""
+        """The call is over: drop what the delay lines still hold, and their timers; what the closing call
+        still sends (its DTLS and SCTP goodbyes) goes out unimpaired."""
         for way in WAYS:
+            self.impairments[way] = Impairment()
             handle = self._drain[way]
             if handle is not None:
                 handle.cancel()
