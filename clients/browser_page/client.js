@@ -212,6 +212,11 @@ class Call {
         sample.packetsSent = s.packetsSent;
       }
     });
+    if (sample.currentRoundTripTime === undefined && this.lastStats) {
+      // Not every report carries the pair's RTT (it is measured by the STUN checks, seconds apart): keep
+      // the last one, or the health monitor would flap.
+      sample.currentRoundTripTime = this.lastStats.currentRoundTripTime;
+    }
     if ((sample.packetsReceived || 0) > this.packetsReceived) {
       this.packetsReceived = sample.packetsReceived;
       this.lastInbound = performance.now();
