@@ -139,6 +139,9 @@ class Backend:
         """The page as rtsim serves it (`/_rtsim/client/?backend=...`) calls this backend cross-origin: allow
         that one origin (the simulator's), and no other — this backend mints tokens with the API key."""
         allowed = request.headers.get("Origin") == self.simulator_origin
+        if request.method == "POST" and request.content_type != "application/json":
+            # Only JSON, which another page can send only after a preflight this backend refuses it.
+            return web.json_response({"error": "Content-Type must be application/json"}, status=415)
         if request.method == "OPTIONS" and allowed:
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST"
@@ -206,7 +209,8 @@ class Backend:
         return web.json_response({"value": minted["value"], "expires_at": minted["expires_at"]})
 
     async def hangup(self, request: web.Request) -> web.Response:
-        call_id = str((await request.json()).get("call_id") or "")
+        body = await _json_object(request)
+        call_id = str(body.get("call_id") or "")
         if not call_id.startswith("rtc_"):
             return web.json_response({"error": "call_id"}, status=400)
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
@@ -221,8 +225,8 @@ class Backend:
         return web.json_response({"status": None})
 
     async def report(self, request: web.Request) -> web.Response:
-        line = await request.json()
-        if not isinstance(line, dict) or not isinstance(line.get("event"), str):
+        line = await _json_object(request)
+        if not isinstance(line.get("event"), str):
             return web.Response(status=400)
         event = line.pop("event")
         line.pop("t", None)  # the log's own clock (since this process started) is the one printed
@@ -248,6 +252,15 @@ class Backend:
                             self.log("history_refused", status=response.status, body=await response.text())
                 for _ in batch:
                     self.records.task_done()
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty one for anything else (the handlers then refuse it)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 async def drive(env: ClientEnv, settings: Settings, log: JsonLog, workdir: Path) -> int:
