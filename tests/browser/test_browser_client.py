@@ -154,7 +154,7 @@ async def test_udp_latency_shows_as_the_browsers_round_trip_time(tmp_path: Path)
         {
             "name": "browser-latency",
             "transport": "webrtc",
-            "duration": 8,
+            "duration": 14,  # the pair's RTT comes from STUN checks seconds apart: give them time
             "user": [{"at": 0.5, "say": "My name is Alice."}],
             "faults": [{"at": 2.0, "kind": "webrtc-latency", "params": {"ms": 200}}],
         }
@@ -164,11 +164,10 @@ async def test_udp_latency_shows_as_the_browsers_round_trip_time(tmp_path: Path)
     stats = client_records(result, "stats")
     before = [s["currentRoundTripTime"] for s in stats if s["t"] < fault["t"] and "currentRoundTripTime" in s]
     after = [
-        s["currentRoundTripTime"] for s in stats if s["t"] > fault["t"] + 3 and "currentRoundTripTime" in s
+        s["currentRoundTripTime"] for s in stats if s["t"] > fault["t"] + 0.5 and "currentRoundTripTime" in s
     ]
     assert before and after, stats
-    # Loopback is ~1 ms (tens on a loaded machine); 200 ms each way is at least 0.4 s once measured (the STUN
-    # checks that measure it are seconds apart, so not every later sample has it yet).
+    # Loopback is ~1 ms (tens on a loaded machine); 200 ms each way is at least 0.4 s once measured.
     assert min(before) < 0.2
     assert max(after) > 0.35
 
