@@ -197,6 +197,10 @@ class Call {
   async sample() {
     const stats = await this.pc.getStats();
     const sample = { call: this.callId };
+    let selectedPair = null;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) selectedPair = s.selectedCandidatePairId;
+    });
     stats.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "audio") {
         Object.assign(sample, {
@@ -206,8 +210,8 @@ class Call {
       } else if (s.type === "remote-inbound-rtp" && s.kind === "audio") {
         Object.assign(sample, { remotePacketsLost: s.packetsLost, remoteFractionLost: s.fractionLost,
           remoteRoundTripTime: s.roundTripTime });
-      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-        sample.currentRoundTripTime = s.currentRoundTripTime;
+      } else if (s.type === "candidate-pair" && s.id === selectedPair) {
+        sample.currentRoundTripTime = s.currentRoundTripTime; // from the STUN checks on the path in use
       } else if (s.type === "outbound-rtp" && s.kind === "audio") {
         sample.packetsSent = s.packetsSent;
       }
@@ -542,7 +546,8 @@ function assess(before, after) {
   const lost = (after.packetsLost || 0) - (before.packetsLost || 0);
   const received = (after.packetsReceived || 0) - (before.packetsReceived || 0);
   const loss = lost + received > 0 ? lost / (lost + received) : 0;
-  const rtt = after.currentRoundTripTime ?? null;
+  const rtts = [after.currentRoundTripTime, after.remoteRoundTripTime].filter((v) => typeof v === "number");
+  const rtt = rtts.length ? Math.max(...rtts) : null; // the pair's (STUN) and RTCP's: the worse of them
   const jitter = after.jitter ?? null;
   const reasons = [];
   if (loss > POOR_LOSS) reasons.push(`loss ${(100 * loss).toFixed(1)}%`);
