@@ -15,6 +15,9 @@ This process is the app's backend and the browser's driver; the client itself is
   stays on 127.0.0.1;
 - what the page reports (its states, ICE / connection / data-channel states, getStats samples) is printed
   as the client's JSON lines and put into the simulator's history (`POST /_rtsim/client-records`);
+- `RTSIM_BROWSER_PAGE=simulator` opens the copy rtsim serves (`/_rtsim/client/?backend=<this backend>`)
+  instead: same origin as the API, so no CORS on the API calls, but cross-origin to this backend (which
+  allows the simulator's origin only);
 - SIGUSR1 reloads the page (the `page-reload` step of a scenario); the page resumes from `sessionStorage`.
 
 The exit status is the page's (0: end_at reached and the call hung up), or EXIT_FATAL if the browser died.
@@ -61,7 +64,17 @@ FAKE_MIC_RATE = 48000
 FAKE_MIC_SECONDS = 20  # looped by Chromium; the page enables the track only while the user speaks
 # What the page reports that goes into the history (the rest is only in the client's log).
 RECORDED_EVENTS = frozenset(
-    {"page_loaded", "state", "transport", "stats", "connected", "connect_failed", "restored", "fatal"}
+    {
+        "page_loaded",
+        "state",
+        "transport",
+        "stats",
+        "health",
+        "connected",
+        "connect_failed",
+        "restored",
+        "fatal",
+    }
 )
 EXIT_GRACE = 10.0  # beyond end_at, before a page that never reports its exit is given up on
 
@@ -117,8 +130,33 @@ class Backend:
         self.url = ""
         self.ready_told = False
 
+    @property
+    def simulator_origin(self) -> str:
+        return control_root(self.env.base_url)
+
+    @web.middleware
+    async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The page as rtsim serves it (`/_rtsim/client/?backend=...`) calls this backend cross-origin: allow
+        that one origin (the simulator's), and no other — this backend mints tokens with the API key."""
+        allowed = request.headers.get("Origin") == self.simulator_origin
+        if request.method == "POST" and request.content_type != "application/json":
+            # Only JSON, which another page can send only after a preflight this backend refuses it.
+            return web.json_response({"error": "Content-Type must be application/json"}, status=415)
+        if request.method == "OPTIONS" and allowed:
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+            response.headers["Access-Control-Allow-Headers"] = "content-type"
+        else:
+            response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = self.simulator_origin
+            response.headers["Vary"] = "Origin"
+        return response
+
     async def start(self) -> str:
-        app = web.Application()
+        app = web.Application(middlewares=[self._cors])
+        for path in ("/config", "/token", "/hangup", "/report"):
+            app.router.add_route("OPTIONS", path, self._preflight)
         app.router.add_get("/", self.index)
         app.router.add_get("/config", self.config)
         app.router.add_post("/token", self.token)
@@ -132,6 +170,15 @@ class Backend:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         # `localhost`, not 127.0.0.1: the page's origin differs from the API's in host as well as port.
         self.url = f"http://localhost:{port}/"
+        return self.url
+
+    async def _preflight(self, request: web.Request) -> web.Response:
+        return web.Response(status=403)  # answered by the middleware when the origin is allowed
+
+    def page_url(self, served_by: str) -> str:
+        """The page to open: this backend's own copy (another origin than the API), or rtsim's."""
+        if served_by == "simulator":
+            return f"{self.simulator_origin}/_rtsim/client/index.html?backend={self.url.rstrip('/')}"
         return self.url
 
     async def stop(self) -> None:
@@ -162,7 +209,8 @@ class Backend:
         return web.json_response({"value": minted["value"], "expires_at": minted["expires_at"]})
 
     async def hangup(self, request: web.Request) -> web.Response:
-        call_id = str((await request.json()).get("call_id") or "")
+        body = await _json_object(request)
+        call_id = str(body.get("call_id") or "")
         if not call_id.startswith("rtc_"):
             return web.json_response({"error": "call_id"}, status=400)
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
@@ -177,8 +225,8 @@ class Backend:
         return web.json_response({"status": None})
 
     async def report(self, request: web.Request) -> web.Response:
-        line = await request.json()
-        if not isinstance(line, dict) or not isinstance(line.get("event"), str):
+        line = await _json_object(request)
+        if not isinstance(line.get("event"), str):
             return web.Response(status=400)
         event = line.pop("event")
         line.pop("t", None)  # the log's own clock (since this process started) is the one printed
@@ -206,6 +254,15 @@ class Backend:
                     self.records.task_done()
 
 
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty one for anything else (the handlers then refuse it)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 async def drive(env: ClientEnv, settings: Settings, log: JsonLog, workdir: Path) -> int:
     try:
         from playwright.async_api import async_playwright  # only this client needs it
@@ -221,7 +278,7 @@ async def drive(env: ClientEnv, settings: Settings, log: JsonLog, workdir: Path)
     microphone = workdir / "microphone.wav"
     write_fake_microphone(microphone, env.seed or 0)
     backend = Backend(env, settings, log)
-    url = await backend.start()
+    await backend.start()
     forwarding = asyncio.ensure_future(backend.forward_records())
     loop = asyncio.get_running_loop()
     try:
@@ -244,8 +301,9 @@ async def drive(env: ClientEnv, settings: Settings, log: JsonLog, workdir: Path)
                 task.add_done_callback(reloads.discard)
 
             loop.add_signal_handler(RELOAD_SIGNAL, reload)
-            log("browser", version=context.browser.version if context.browser else None, page=url)
-            await page.goto(url)
+            page_url = backend.page_url(env.raw.get("RTSIM_BROWSER_PAGE", "backend"))
+            log("browser", version=context.browser.version if context.browser else None, page=page_url)
+            await page.goto(page_url)
             try:
                 return await asyncio.wait_for(
                     asyncio.shield(backend.exit_code), env.scenario.end_at + EXIT_GRACE
@@ -292,4 +350,3 @@ async def main(env: Mapping[str, str], *, out: TextIO | None = None) -> int:
 
 if __name__ == "__main__":
     run_cli(main)
-

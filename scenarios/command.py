@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         choices=sorted(CLIENTS),
         metavar="NAME",
-        help=f"built-in client (repeatable; default: the reference client of each scenario's transport): "
-        f"{', '.join(CLIENTS)}",
+        help="built-in client (repeatable; default: each scenario's `client:`, else its transport's "
+        f"reference client): {', '.join(CLIENTS)}",
     )
     parser.add_argument(
         "--client-cmd",

@@ -108,6 +108,17 @@ FAULT_PARAMS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "datachannel-close": st.just({}),
     "sctp-abort": st.just({}),
     "dtls-close": st.just({}),
+    # A bad network, not a dead one: loss and delay a correct client rides out without a new call.
+    "webrtc-loss": st.fixed_dictionaries(
+        {
+            "percent": st.integers(1, 20),
+            "direction": st.sampled_from(("both", "in", "out")),
+            "seconds": _tenths(0.5, 3.0),
+        }
+    ),
+    "webrtc-latency": st.fixed_dictionaries(
+        {"ms": st.integers(20, 300), "jitter_ms": st.integers(0, 50), "seconds": _tenths(0.5, 3.0)}
+    ),
 }
 
 

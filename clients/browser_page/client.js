@@ -11,6 +11,8 @@
 //   `root`, then the most recent messages replayed; assistant parts `output_text`), backoff between attempts;
 // - rotation before the session cap (`expires_at` − min(leadMax, leadFraction × lifetime)), make before
 //   break;
+// - a network health monitor on the same getStats: packet loss over the last second, round-trip time and
+//   jitter; past a threshold the path is `poor` (reported, not acted on: a bad network is not a dead one);
 // - the conversation and the scenario's progress in `sessionStorage`, so a page reload mid-conversation
 //   resumes: the same schedule, the remembered messages restored into the new call, a turn that was
 //   waiting for its reply asked again.
@@ -23,6 +25,10 @@ const STORE_KEY = "rtsim.browser-client";
 const RESTORE_PREFIX = "restore_";
 const STATS_EVERY_MS = 200;
 const STATS_REPORT_EVERY_MS = 1000;
+// The network health monitor's thresholds, over each 1 s window of getStats deltas (loss: the seeds' 5%).
+const POOR_LOSS = 0.05;
+const POOR_RTT_S = 0.3;
+const POOR_JITTER_S = 0.03;
 
 class CallRefused extends Error {}
 class CallAbandoned extends Error {}
@@ -191,6 +197,10 @@ class Call {
   async sample() {
     const stats = await this.pc.getStats();
     const sample = { call: this.callId };
+    let selectedPair = null;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) selectedPair = s.selectedCandidatePairId;
+    });
     stats.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "audio") {
         Object.assign(sample, {
@@ -200,12 +210,17 @@ class Call {
       } else if (s.type === "remote-inbound-rtp" && s.kind === "audio") {
         Object.assign(sample, { remotePacketsLost: s.packetsLost, remoteFractionLost: s.fractionLost,
           remoteRoundTripTime: s.roundTripTime });
-      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-        sample.currentRoundTripTime = s.currentRoundTripTime;
+      } else if (s.type === "candidate-pair" && s.id === selectedPair) {
+        sample.currentRoundTripTime = s.currentRoundTripTime; // from the STUN checks on the path in use
       } else if (s.type === "outbound-rtp" && s.kind === "audio") {
         sample.packetsSent = s.packetsSent;
       }
     });
+    if (sample.currentRoundTripTime === undefined && this.lastStats) {
+      // Not every report carries the pair's RTT (it is measured by the STUN checks, seconds apart): keep
+      // the last one, or the health monitor would flap.
+      sample.currentRoundTripTime = this.lastStats.currentRoundTripTime;
+    }
     if ((sample.packetsReceived || 0) > this.packetsReceived) {
       this.packetsReceived = sample.packetsReceived;
       this.lastInbound = performance.now();
@@ -349,6 +364,8 @@ class Client {
 
   async sampleStats() {
     let lastReport = 0;
+    let windowStart = null; // the sample the current health window started from
+    let quality = "good";
     while (!this.closed) {
       const call = this.call;
       if (call && !call.abandoned) {
@@ -357,6 +374,12 @@ class Client {
           if (performance.now() - lastReport >= STATS_REPORT_EVERY_MS) {
             lastReport = performance.now();
             report("stats", sample);
+            const health = windowStart && windowStart.call === sample.call ? assess(windowStart, sample) : null;
+            windowStart = sample;
+            if (health && health.quality !== quality) {
+              quality = health.quality;
+              report("health", health);
+            }
           }
         } catch (error) {
           // a call closed between the check and getStats: the next tick samples the new one
@@ -419,7 +442,6 @@ class Client {
       try {
         const token = await backendPost("/token");
         call = new Call(this, token.value);
-        this.opening = call;
         store.data.calls += 1;
         store.save();
         await call.connect(this.config.api_base, this.config.scenario.model, s.setup_timeout * 1000);
@@ -517,6 +539,21 @@ class Client {
       if (this.call.callId) await backendPost("/hangup", { call_id: this.call.callId }).catch(() => {});
     }
   }
+}
+
+// The path's health between two getStats samples of one call: loss over the window, RTT, jitter.
+function assess(before, after) {
+  const lost = (after.packetsLost || 0) - (before.packetsLost || 0);
+  const received = (after.packetsReceived || 0) - (before.packetsReceived || 0);
+  const loss = lost + received > 0 ? lost / (lost + received) : 0;
+  const rtts = [after.currentRoundTripTime, after.remoteRoundTripTime].filter((v) => typeof v === "number");
+  const rtt = rtts.length ? Math.max(...rtts) : null; // the pair's (STUN) and RTCP's: the worse of them
+  const jitter = after.jitter ?? null;
+  const reasons = [];
+  if (loss > POOR_LOSS) reasons.push(`loss ${(100 * loss).toFixed(1)}%`);
+  if (rtt !== null && rtt > POOR_RTT_S) reasons.push(`rtt ${Math.round(rtt * 1000)} ms`);
+  if (jitter !== null && jitter > POOR_JITTER_S) reasons.push(`jitter ${Math.round(jitter * 1000)} ms`);
+  return { quality: reasons.length ? "poor" : "good", loss, rtt, jitter, reasons, call: after.call };
 }
 
 function saidDead(call) {

@@ -361,6 +361,7 @@ class Call(JoinableCall):
 
     async def _teardown(self) -> None:
         self._cancel_tasks()
+        self.gate.close()
         for sideband in list(self.sidebands):
             await sideband.close()
         self.track.stop()

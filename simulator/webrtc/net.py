@@ -71,10 +71,11 @@ def is_loopback_host(host: str) -> bool:
 
 Way = Literal["in", "out"]  # in: client → server (what the server receives); out: server → client
 Direction = Literal["in", "out", "both"]
+WAYS: tuple[Way, ...] = ("in", "out")
 
 
 def ways(direction: Direction) -> tuple[Way, ...]:
-    return ("in", "out") if direction == "both" else (direction,)
+    return WAYS if direction == "both" else (direction,)
 
 
 @dataclass
@@ -173,6 +174,18 @@ class UdpGate:
         # asyncio calls the protocol's bound attribute, so an instance attribute intercepts arrivals.
         protocol.datagram_received = datagram_received  # type: ignore[method-assign]
         protocol.transport = cast(asyncio.DatagramTransport, _GatedTransport(protocol.transport, self))
+
+    def close(self) -> None:
+        """The call is over: drop what the delay lines still hold, and their timers; what the closing call
+        still sends (its DTLS and SCTP goodbyes) goes out unimpaired."""
+        for way in WAYS:
+            self.impairments[way] = Impairment()
+            handle = self._drain[way]
+            if handle is not None:
+                handle.cancel()
+            self._drain[way] = None
+            self._line[way].clear()
+        self._cancel_reopen()
 
     def shut(self) -> None:
         self._cancel_reopen()

@@ -119,19 +119,34 @@ async def test_udp_loss_shows_in_the_browsers_getstats(tmp_path: Path) -> None:
             "transport": "webrtc",
             "duration": 8,
             "user": [{"at": 0.5, "say": "My name is Alice."}],
-            "faults": [{"at": 3.0, "kind": "webrtc-loss", "params": {"percent": 30, "direction": "out"}}],
+            "faults": [
+                {
+                    "at": 3.0,
+                    "kind": "webrtc-loss",
+                    "params": {"percent": 30, "direction": "out", "seconds": 3},
+                }
+            ],
+            "checks": [{"sessions_at_most": {"n": 1}}],  # a bad network is not a dead one: no new call
         }
     )
     result = await run_one(scenario, BROWSER, out_dir=tmp_path)
+    assert result.passed, explain(result)
     fault = next(r for r in result.records if r["kind"] == "fault" and r["fault"] == "webrtc-loss")
     stats = client_records(result, "stats")
     before = [s for s in stats if s["t"] < fault["t"]]
-    after = [s for s in stats if s["t"] > fault["t"] + 2]
+    after = [s for s in stats if fault["t"] + 2 < s["t"] < fault["t"] + 3]
     assert before and after, stats
     assert before[-1]["packetsLost"] == 0
     lost = after[-1]["packetsLost"] - before[-1]["packetsLost"]
     received = after[-1]["packetsReceived"] - before[-1]["packetsReceived"]
     assert 0.12 < lost / (lost + received) < 0.5, (lost, received)
+    # The page's health monitor said so, and said so again when the loss was lifted.
+    health = [(r["quality"], r["t"] - fault["t"]) for r in client_records(result, "health")]
+    assert any(
+        q == "poor" and 0 < t < 3.5 and "loss" in " ".join(r["reasons"])
+        for (q, t), r in zip(health, client_records(result, "health"), strict=True)
+    ), health
+    assert health[-1][0] == "good" and health[-1][1] > 3, health  # the loss lasted 3 s
 
 
 async def test_udp_latency_shows_as_the_browsers_round_trip_time(tmp_path: Path) -> None:
@@ -139,7 +154,7 @@ async def test_udp_latency_shows_as_the_browsers_round_trip_time(tmp_path: Path)
         {
             "name": "browser-latency",
             "transport": "webrtc",
-            "duration": 8,
+            "duration": 14,  # the pair's RTT comes from STUN checks seconds apart: give them time
             "user": [{"at": 0.5, "say": "My name is Alice."}],
             "faults": [{"at": 2.0, "kind": "webrtc-latency", "params": {"ms": 200}}],
         }
@@ -147,10 +162,31 @@ async def test_udp_latency_shows_as_the_browsers_round_trip_time(tmp_path: Path)
     result = await run_one(scenario, BROWSER, out_dir=tmp_path)
     fault = next(r for r in result.records if r["kind"] == "fault" and r["fault"] == "webrtc-latency")
     stats = client_records(result, "stats")
-    before = [s["currentRoundTripTime"] for s in stats if s["t"] < fault["t"] and "currentRoundTripTime" in s]
-    after = [
-        s["currentRoundTripTime"] for s in stats if s["t"] > fault["t"] + 3 and "currentRoundTripTime" in s
-    ]
+
+    def rtt(sample: dict[str, Any]) -> float:
+        """The worse of the two RTTs Chromium measures: the ICE pair's (STUN) and RTCP's."""
+        return max(sample.get("currentRoundTripTime") or 0, sample.get("remoteRoundTripTime") or 0)
+
+    before = [rtt(s) for s in stats if s["t"] < fault["t"]]
+    after = [rtt(s) for s in stats if s["t"] > fault["t"] + 0.5]
     assert before and after, stats
-    assert max(before) < 0.15
-    assert after[-1] > 0.35  # 200 ms each way
+    # Loopback is ~1 ms (tens on a loaded machine); 200 ms each way is at least 0.4 s once measured.
+    assert min(before) < 0.2
+    assert max(after) > 0.35
+
+
+async def test_the_page_rtsim_serves_works_with_the_backend_named_in_its_url(tmp_path: Path) -> None:
+    """`/_rtsim/client/index.html?backend=URL`: same origin as the API, the app backend cross-origin."""
+    scenario = from_dict(
+        {
+            "name": "browser-served-by-rtsim",
+            "transport": "webrtc",
+            "duration": 5,
+            "user": [{"at": 0.5, "say": "My name is Alice."}],
+            "checks": ["no_lost_turns", "no_leaked_sessions"],
+        }
+    )
+    result = await run_one(scenario, BROWSER, out_dir=tmp_path, extra_env={"RTSIM_BROWSER_PAGE": "simulator"})
+    assert result.passed, explain(result)
+    assert result.log_path is not None
+    assert "/_rtsim/client/index.html?backend=http://localhost:" in result.log_path.read_text()

@@ -44,6 +44,8 @@ def test_a_transport_and_a_choice_of_kinds_limit_what_is_generated(data: dict[st
 
 def test_kinds_foreign_to_the_transport_are_refused() -> None:
     assert "ice-blackhole" not in explore.fault_kinds("webrtc")  # tens of seconds to notice: not generated
+    assert {"webrtc-loss", "webrtc-latency"} <= set(explore.fault_kinds("webrtc"))
+    assert "webrtc-loss" not in explore.fault_kinds("websocket")
     assert "sctp-abort" not in explore.fault_kinds("websocket")
     try:
         explore.fault_kinds("websocket", ["sctp-abort"])

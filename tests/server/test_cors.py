@@ -128,3 +128,14 @@ def test_serve_takes_cors_origins() -> None:
     assert config_from_args(parser.parse_args([])).cors_origins == ["*"]
     args = parser.parse_args(["--cors-origin", PAGE, "--cors-origin", "https://app.example"])
     assert config_from_args(args).cors_origins == [PAGE, "https://app.example"]
+
+
+async def test_rtsim_serve_cors_origin(serve_process: Callable[..., Any]) -> None:
+    """As a user runs it: `rtsim serve --cors-origin` allows that origin on the preflight, and no other."""
+    _, url = serve_process("--cors-origin", PAGE)
+    async with aiohttp.ClientSession() as http:
+        async with http.options(url + "/realtime/calls", headers=PREFLIGHT) as response:
+            assert response.headers["Access-Control-Allow-Origin"] == PAGE
+        other = {**PREFLIGHT, "Origin": "http://127.0.0.1:9"}
+        async with http.options(url + "/realtime/calls", headers=other) as response:
+            assert "Access-Control-Allow-Origin" not in response.headers

@@ -149,3 +149,14 @@ async def test_only_calls_take_udp_faults(server: RealtimeServer) -> None:
 
     assert CATALOGUE["webrtc-loss"].transports == ("webrtc",)
     assert CATALOGUE["webrtc-latency"].transports == ("webrtc",)
+
+
+async def test_the_end_of_a_call_drops_what_its_delay_lines_hold(server: RealtimeServer) -> None:
+    call = await open_call(server)
+    gate = server_call(server, call).gate
+    inject(server, "webrtc-latency", {"ms": 2000})
+    await asyncio.sleep(0.3)  # audio keeps going out: the out line fills
+    assert gate._line["out"] and gate._drain["out"] is not None
+    await server_call(server, call).close()
+    assert not gate._line["out"] and gate._drain["out"] is None
+    await call.close()
