@@ -5,8 +5,9 @@ Each user is one person talking to a voice agent over the WebSocket transport:
 - credentials   an API key on the WebSocket, or (default) an ephemeral token minted with it from
                 `POST /v1/realtime/client_secrets` (reused until a fifth of its lifetime is left);
 - setup         `session.update` with pcm16 24 kHz audio both ways and server VAD;
-- speaking      speech-like audio from the test-audio kit (`audio.speech_for_text`, then silence), streamed
-                at real time in `--audio-chunk-ms` chunks, so server VAD hears each turn start and end;
+- speaking      the microphone is open for the whole session, as a voice app's is: `--audio-chunk-ms`
+                chunks in real time, a quiet room's noise between turns and speech-like audio from the
+                test-audio kit (`audio.speech_for_text`) for a turn, so server VAD hears each start and end;
 - listening     assistant audio plays by the user's own clock from its first delta (never by arrival:
                 deltas may come faster than real time; an underrun pauses it, `player.Player`), and the
                 next turn waits until it has played;
@@ -63,7 +64,7 @@ from locust.argument_parser import LocustArgumentParser
 from locust.clients import HttpSession
 from locust.exception import StopUser
 
-from rtsim.clients.common import BYTES_PER_MS, decoded_length, utterance
+from rtsim.clients.common import BYTES_PER_MS, decoded_length
 from rtsim.clients.player import Player
 from rtsim.clients.reconnect import (
     FATAL_CLOSE_CODES,
@@ -211,10 +212,22 @@ class Link:
     active_response: str | None = None
     playback: Player | None = None
     deferred_truncate: tuple[str, str, int] | None = None  # (response, item, audio_end_ms)
+    utterance: Utterance | None = None  # what the microphone is sending, between silences
+    microphone: gevent.Greenlet | None = None
     speech_started: Event = field(default_factory=Event)
     speech_started_at: float = 0.0
     silenced: set[str] = field(default_factory=set)  # responses the user talked over: no longer played
     responses_done: int = 0
+
+
+@dataclass(eq=False)
+class Utterance:
+    """A turn's audio, queued for the microphone, which sends it chunk by chunk in place of room noise."""
+
+    turn: Turn
+    chunks: tuple[str, ...]
+    sent: int = 0
+    done: Event = field(default_factory=Event)  # every chunk has gone (or the session was lost)
 
 
 @dataclass
@@ -225,16 +238,19 @@ class Token:
 
 @functools.cache
 def spoken_chunks(text: str, seed: int, chunk_ms: int) -> tuple[str, ...]:
-    """`text` said as pcm16 audio plus trailing silence, as ready-to-send append events (built once)."""
-    pcm = utterance(text, seed)
-    return tuple(
-        json.dumps({"type": "input_audio_buffer.append", "audio": audio_b64(chunk)})
-        for chunk in audio.chunks(pcm, chunk_ms)
-    )
+    """`text` said as speech-like pcm16 audio, as ready-to-send append events (built once)."""
+    speech = audio.speech_for_text(text, seed=seed)
+    return tuple(append_event(chunk) for chunk in audio.chunks(speech, chunk_ms))
 
 
-def audio_b64(chunk: bytes) -> str:
-    return base64.b64encode(chunk).decode()
+@functools.cache
+def room_noise_chunk(seed: int, chunk_ms: int) -> str:
+    """What an open microphone hears between turns: a quiet room (pink noise at -60 dBFS)."""
+    return append_event(audio.to_pcm(audio.noise(chunk_ms, level_dbfs=-60.0, seed=seed, color="pink")))
+
+
+def append_event(chunk: bytes) -> str:
+    return json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()})
 
 
 def endpoints(host: str, model: str) -> tuple[str, str]:
@@ -466,6 +482,7 @@ class RealtimeUser(User):
             self._fire("WS", "session.updated", _ms(asked))
         elif not link.closed.is_set():
             self._fire("WS", "session.updated", _ms(asked), RealtimeError("no session.updated in time"))
+        link.microphone = gevent.spawn(self._microphone, link)
         return link
 
     def _await_created(self, ws: websocket.WebSocket, started: float) -> dict[str, Any]:
@@ -511,6 +528,8 @@ class RealtimeUser(User):
     def _close(self, link: Link) -> None:
         """Close 1000 and let the reader take the server's close frame; a silent peer is cut off."""
         link.closing = True
+        if link.microphone is not None:
+            link.microphone.kill(block=True, timeout=1.0)
         if not link.closed.is_set():
             try:
                 link.ws.send_close(websocket.STATUS_NORMAL, b"load test over")
@@ -524,33 +543,68 @@ class RealtimeUser(User):
     # ---- speaking and listening ----------------------------------------------------------------------
 
     def _speak(self, link: Link, text: str, *, barge_in: bool = False) -> Turn:
-        """Stream `text` as a microphone would, in real time; server VAD hears its start and end."""
+        """Say `text` into the open microphone; server VAD hears its start, and its end in the noise after.
+
+        Over a reply (`barge_in`), the time until server VAD hears the user is the barge-in metric.
+        """
+        chunks = spoken_chunks(text, self.options.seed + self.number, self.options.audio_chunk_ms)
         turn = Turn(said=text, spoke_at=time.monotonic())
-        link.turn = turn
-        chunk_ms = self.options.audio_chunk_ms
-        chunks = spoken_chunks(text, self.options.seed + self.number, chunk_ms)
-        for index, chunk in enumerate(chunks):
-            # A microphone has a chunk once its audio has been captured: chunk i leaves at (i + 1) chunks.
-            delay = turn.spoke_at + (index + 1) * chunk_ms / 1000 - time.monotonic()
-            if delay > 0:
-                gevent.sleep(delay)
-            if barge_in and link.speech_started.is_set():
-                barge_in = False
-                self._fire("AUDIO", "barge-in", (link.speech_started_at - turn.spoke_at) * 1000)
-            if link.closed.is_set() or not self._send(link, chunk):
-                break
-        if barge_in:  # the whole utterance went out before speech_started: wait a little more for it
+        utterance = Utterance(turn, chunks)
+        link.turn, link.utterance = turn, utterance
+        gevent.wait([utterance.done, link.closed], count=1)
+        if barge_in and not link.closed.is_set():
             if link.speech_started.wait(self.options.response_timeout) and not link.closed.is_set():
                 self._fire("AUDIO", "barge-in", (link.speech_started_at - turn.spoke_at) * 1000)
             elif not link.closed.is_set():
                 self._fire("AUDIO", "barge-in", _ms(turn.spoke_at), RealtimeError("no speech_started"))
         return turn
 
+    def _microphone(self, link: Link) -> None:
+        """The open microphone of a voice app: a chunk every --audio-chunk-ms, in real time, for as long as
+        the session lives; a turn's speech when there is one, room noise otherwise."""
+        chunk_s = self.options.audio_chunk_ms / 1000
+        noise = room_noise_chunk(self.options.seed, self.options.audio_chunk_ms)
+        started, sent = time.monotonic(), 0
+        while not link.closed.is_set():
+            # A chunk exists once its audio has been captured: chunk n leaves at (n + 1) chunk lengths.
+            delay = started + (sent + 1) * chunk_s - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            elif delay < -1.0:  # the generator was starved for over a second: resume from now, not in a burst
+                started, sent = time.monotonic() - chunk_s, 0
+            utterance = link.utterance
+            if utterance is None:
+                chunk = noise
+            else:
+                if utterance.sent == 0:
+                    utterance.turn.spoke_at = time.monotonic() - chunk_s  # its first sound was captured then
+                chunk = utterance.chunks[utterance.sent]
+                utterance.sent += 1
+                if utterance.sent == len(utterance.chunks):
+                    link.utterance = None
+                    utterance.done.set()
+            sent += 1
+            if not self._send(link, chunk):
+                break
+        if link.utterance is not None:
+            link.utterance.done.set()
+
     def _await_reply(self, link: Link, turn: Turn) -> bool:
         """Wait for the response to `turn`; True if it came. A silent server is a dead session."""
         if not turn.done.wait(self.options.response_timeout):
-            self._report_turn(turn, RealtimeError(f"no reply in {self.options.response_timeout:g} s"))
-            link.ws.abort()  # the reader sees the loss; the next task reconnects
+            # Where it stuck, in the failure's name: the server never heard the end of the turn, never
+            # started a response, or started one that went quiet.
+            stage = (
+                "no speech_stopped"
+                if turn.stopped_at is None
+                else "no response.created"
+                if turn.response_id is None
+                else "no response.done"
+            )
+            timeout = self.options.response_timeout
+            self._report_turn(turn, RealtimeError(f"no reply in {timeout:g} s ({stage})"))
+            log.warning("user %d, %s: no reply in %g s (%s)", self.number, link.session_id, timeout, stage)
+            link.ws.abort()  # the reader sees the loss; the connection greenlet reconnects
             link.closed.wait(2.0)
             return False
         return turn.status in ("completed", "incomplete", "cancelled")
