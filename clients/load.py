@@ -630,12 +630,13 @@ class RealtimeUser(User):
                     self._on_event(link, server_event(frame.data), time.monotonic())
         except (OSError, websocket.WebSocketException):
             link.close_code = link.close_code or CLOSE_ABNORMAL
-        except ValueError as exc:  # not a Realtime event: a broken server or relay; this session is done
-            log.error("user %d: unreadable server frame: %s", self.number, exc)
+        except (ValueError, TypeError, AttributeError) as exc:
+            # Not a Realtime event (not JSON, or fields of the wrong shape): a broken server or relay.
+            log.error("user %d: unreadable server frame: %r", self.number, exc)
             self._fire("WS", "frame", 0, exc)
             link.close_code = CLOSE_ABNORMAL
-            link.ws.shutdown()
         finally:
+            link.ws.shutdown()  # the socket goes with the session, however it ended
             link.lost_at = time.monotonic()
             link.closed.set()
             for turn in {*link.responses.values(), *([link.turn] if link.turn else [])}:

@@ -4,17 +4,21 @@
   failure (of its own `ERROR <code>` entry, of the turn it hit, and of locust's exit code);
 - under a chaos plan that drops every session, the users reconnect: the gaps show in locust's stats and
   in the server's summary per identity, and no session is left open (no leaks);
-- distributed mode: a master and two workers, the master's stats aggregate the sessions of both.
+- distributed mode: a master and two workers, the master's stats aggregate the sessions of both;
+- a broken server's frames are failures the user survives.
 
 Kept short (a few users, seconds of load) because the machine is shared; none of it times anything.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from rtsim.simulator.tokens import key_id
 
@@ -180,3 +186,44 @@ def test_distributed_master_aggregates_both_workers(
     assert stats["POST", "client_secrets"]["num_requests"] == 4
     for worker in workers:
         worker.wait(timeout=15)  # the master tells its workers to quit at the end
+
+
+def test_a_server_sending_frames_that_are_no_events_fails_them_and_the_user_reconnects(
+    locust_procs: list[subprocess.Popen[str]],
+) -> None:
+    """A broken relay: after session.updated it sends a JSON array. The user counts a `WS frame` failure,
+    abandons that session and opens another (and the load generator survives it)."""
+    loop = asyncio.new_event_loop()
+    connections = 0
+
+    async def broken(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await ws.send(json.dumps({"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}))
+        await ws.recv()  # session.update
+        await ws.send(json.dumps({"type": "session.updated", "event_id": "e2", "session": {"id": "sess_1"}}))
+        await ws.send("[1, 2, 3]")
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:  # the microphone, until the user hangs up
+                pass
+
+    async def start() -> Server:
+        return await serve(broken, "127.0.0.1", 0)
+
+    server = loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        code, stats = headless(
+            locust_procs, f"http://127.0.0.1:{port}/v1", "--auth", "key", "-u", "1", "-r", "1", "-t", "5s"
+        )
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+    frames = stats["WS", "frame"]
+    assert frames["num_requests"] >= 2 and frames["num_failures"] == frames["num_requests"]
+    assert stats["WS", "reconnect"]["num_requests"] >= 1 and connections >= 2
+    assert code == 1
