@@ -219,9 +219,15 @@ def test_a_server_sending_frames_that_are_no_events_fails_them_and_the_user_reco
             locust_procs, f"http://127.0.0.1:{port}/v1", "--auth", "key", "-u", "1", "-r", "1", "-t", "5s"
         )
     finally:
-        loop.call_soon_threadsafe(server.close)
+
+        async def stop() -> None:
+            server.close()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+        loop.close()
 
     frames = stats["WS", "frame"]
     assert frames["num_requests"] >= 2 and frames["num_failures"] == frames["num_requests"]
