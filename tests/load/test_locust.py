@@ -57,14 +57,17 @@ def locust_procs() -> Iterator[list[subprocess.Popen[str]]]:
             proc.wait()
 
 
-def locust(procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", "locustfile.py", "--api-key", KEY, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def locust(procs: list[subprocess.Popen[str]], *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+    """A locust process; its output piped, or (a worker, never read until the end) written to `log`."""
+    with log.open("w") if log is not None else contextlib.nullcontext(subprocess.PIPE) as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", "locustfile.py", "--api-key", KEY, *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,  # as in CI; a terminal would switch on locust's keyboard controls
+            stdout=out,
+            stderr=out,
+            text=True,
+        )
     procs.append(proc)
     return proc
 
@@ -149,7 +152,7 @@ def test_chaos_drops_show_as_reconnect_gaps_and_leave_no_session_open(
 
 
 def test_distributed_master_aggregates_both_workers(
-    serve_process: Serve, locust_procs: list[subprocess.Popen[str]]
+    serve_process: Serve, locust_procs: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     _, url = serve_process("--pacing", "0")  # replies arrive at once and play by the users' clocks
     port = str(free_port())
@@ -170,10 +173,13 @@ def test_distributed_master_aggregates_both_workers(
         "--json",
         "--skip-log",
     )  # fmt: skip
-    workers = [locust(locust_procs, "--worker", "--master-host", "127.0.0.1", "--master-port", port)]
-    workers.append(locust(locust_procs, "--worker", "--master-host", "127.0.0.1", "--master-port", port))
+    logs = [tmp_path / f"worker{n}.log" for n in (1, 2)]
+    workers = [
+        locust(locust_procs, "--worker", "--master-host", "127.0.0.1", "--master-port", port, log=log)
+        for log in logs
+    ]
     out, err = master.communicate(timeout=60)
-    assert out.strip(), err
+    assert out.strip(), err + "".join(log.read_text() for log in logs)
     stats = stats_by_name(out)
 
     assert METRICS <= stats.keys(), sorted(stats)
