@@ -26,7 +26,7 @@ Everything is reported to locust's statistics (`events.request`), so it shows in
     WS    reconnect         the gap the user lived through: session lost → the next session.created
     AUDIO first delta       response.created → its first audio delta
     AUDIO turn latency      speech_stopped → first audio delta; fails when the response fails, an `error`
-                            event comes during it, the connection is lost or nothing comes in time
+                            event comes during it, the connection is lost or the server falls silent
     AUDIO lateness          per response, the latest any delta arrived after the moment its audio was due
                             to play (0 when audio keeps ahead of the player)
     AUDIO barge-in          the user starts talking over a reply → speech_started (the player stops)
@@ -129,7 +129,8 @@ def add_options(parser: Any) -> None:
         "--response-timeout",
         type=float,
         default=15.0,
-        help="seconds a turn waits for its reply before the session is taken for dead (default 15)",
+        help="seconds of server silence, while a reply is due, before the session is taken for dead "
+        "(default 15)",
     )
     parser.add_argument(
         "--open-timeout",
@@ -206,6 +207,7 @@ class Link:
     closing: bool = False  # we closed it: not a loss
     close_code: int | None = None
     lost_at: float | None = None
+    last_event_at: float = 0.0  # the latest server event: a reply is underway while they keep coming
     reader: gevent.Greenlet | None = None
     turn: Turn | None = None  # the user's latest turn, until its response is created
     responses: dict[str, Turn] = field(default_factory=dict)
@@ -590,8 +592,14 @@ class RealtimeUser(User):
             link.utterance.done.set()
 
     def _await_reply(self, link: Link, turn: Turn) -> bool:
-        """Wait for the response to `turn`; True if it came. A silent server is a dead session."""
-        if not turn.done.wait(self.options.response_timeout):
+        """Wait for the response to `turn` however long it plays; True if it came. A server that says
+        nothing for --response-timeout while the reply is due is a dead session (the reference client's
+        watchdog)."""
+        timeout = self.options.response_timeout
+        asked = time.monotonic()
+        while not turn.done.wait(max(0.0, max(asked, link.last_event_at) + timeout - time.monotonic())):
+            if time.monotonic() - max(asked, link.last_event_at) < timeout:
+                continue  # something came meanwhile: the reply is underway
             # Where it stuck, in the failure's name: the server never heard the end of the turn, never
             # started a response, or started one that went quiet.
             stage = (
@@ -601,9 +609,8 @@ class RealtimeUser(User):
                 if turn.response_id is None
                 else "no response.done"
             )
-            timeout = self.options.response_timeout
-            self._report_turn(turn, RealtimeError(f"no reply in {timeout:g} s ({stage})"))
-            log.warning("user %d, %s: no reply in %g s (%s)", self.number, link.session_id, timeout, stage)
+            self._report_turn(turn, RealtimeError(f"silent for {timeout:g} s ({stage})"))
+            log.warning("user %d, %s: silent for %g s (%s)", self.number, link.session_id, timeout, stage)
             link.ws.abort()  # the reader sees the loss; the connection greenlet reconnects
             link.closed.wait(2.0)
             return False
@@ -649,6 +656,7 @@ class RealtimeUser(User):
             link.speech_started.set()
 
     def _on_event(self, link: Link, event: dict[str, Any], now: float) -> None:
+        link.last_event_at = now
         kind = event.get("type")
         if kind == "response.output_audio.delta":
             self._on_audio(link, event, now)

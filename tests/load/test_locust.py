@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -239,3 +240,20 @@ def test_a_server_sending_frames_that_are_no_events_fails_them_and_the_user_reco
     assert frames["num_requests"] >= 2 and frames["num_failures"] == frames["num_requests"]
     assert stats["WS", "reconnect"]["num_requests"] >= 1 and connections >= 2
     assert code == 1
+
+
+def test_a_reply_longer_than_the_response_timeout_is_not_taken_for_a_dead_session(
+    serve_process: Serve, locust_procs: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """--response-timeout is server silence, not reply length: an 8 s reply in real time with a 2.5 s
+    timeout is heard out, with no failure and no reconnect."""
+    script = tmp_path / "long.yaml"
+    reply = "This reply is long on purpose, so that it plays for far longer than the response timeout " * 2
+    script.write_text(yaml.safe_dump({"default": reply.strip()}))
+    _, url = serve_process("--script", str(script))
+    _, stats = headless(locust_procs, url, "-u", "2", "-r", "2", "-t", "12s", "--response-timeout", "2.5")
+
+    turns = stats["AUDIO", "turn latency"]
+    assert turns["num_requests"] >= 1 and turns["num_failures"] == 0
+    assert stats["AUDIO", "lateness"]["num_requests"] >= 1  # a whole reply came (its response.done)
+    assert ("WS", "reconnect") not in stats
