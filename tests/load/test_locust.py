@@ -30,6 +30,7 @@ import yaml
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from rtsim.simulator import audio
 from rtsim.simulator.tokens import key_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,13 +246,14 @@ def test_a_server_sending_frames_that_are_no_events_fails_them_and_the_user_reco
 def test_a_reply_longer_than_the_response_timeout_is_not_taken_for_a_dead_session(
     serve_process: Serve, locust_procs: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    """--response-timeout is server silence, not reply length: an 8 s reply in real time with a 2.5 s
+    """--response-timeout is server silence, not reply length: a 5.8 s reply in real time with a 2 s
     timeout is heard out, with no failure and no reconnect."""
     script = tmp_path / "long.yaml"
-    reply = "This reply is long on purpose, so that it plays for far longer than the response timeout " * 2
-    script.write_text(yaml.safe_dump({"default": reply.strip()}))
+    reply = "This reply is long on purpose, so that it plays for far longer than the response timeout."
+    assert audio.duration_ms_for_text(reply) > 5000
+    script.write_text(yaml.safe_dump({"default": reply}))
     _, url = serve_process("--script", str(script))
-    _, stats = headless(locust_procs, url, "-u", "2", "-r", "2", "-t", "12s", "--response-timeout", "2.5")
+    _, stats = headless(locust_procs, url, "-u", "2", "-r", "2", "-t", "12s", "--response-timeout", "2")
 
     turns = stats["AUDIO", "turn latency"]
     assert turns["num_requests"] >= 1 and turns["num_failures"] == 0
