@@ -48,6 +48,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import struct
@@ -90,6 +91,9 @@ PHRASES = (
     "Thanks, that is all for now.",
     "How long does it take to boil an egg?",
 )
+# The open microphone's first moments are the room: nobody speaks the instant a session opens, and server
+# VAD, like a real one, judges the start of speech against what came before it.
+MIC_LEAD_IN_MS = 300
 CLOSE_NO_STATUS = 1005  # a close frame without a code
 CLOSE_ABNORMAL = 1006  # the TCP connection ended without a close frame
 
@@ -567,6 +571,7 @@ class RealtimeUser(User):
         chunk_s = self.options.audio_chunk_ms / 1000
         noise = room_noise_chunk(self.options.seed, self.options.audio_chunk_ms)
         started, sent = time.monotonic(), 0
+        lead_in = math.ceil(MIC_LEAD_IN_MS / self.options.audio_chunk_ms)  # chunks of room before any turn
         while not link.closed.is_set():
             # A chunk exists once its audio has been captured: chunk n leaves at (n + 1) chunk lengths.
             delay = started + (sent + 1) * chunk_s - time.monotonic()
@@ -575,7 +580,8 @@ class RealtimeUser(User):
             elif delay < -1.0:  # the generator was starved for over a second: resume from now, not in a burst
                 started, sent = time.monotonic() - chunk_s, 0
             utterance = link.utterance
-            if utterance is None:
+            if utterance is None or lead_in > 0:
+                lead_in -= 1
                 chunk = noise
             else:
                 if utterance.sent == 0:
