@@ -106,7 +106,9 @@ def test_headless_run_reports_the_metrics_and_an_error_event_fails(
 ) -> None:
     # Every session's first reply fails with a server_error event after its second audio delta.
     # Real-time pacing, so the reply is still underway when its second delta has gone out.
-    _, url = serve_process("--chaos", "server-error:after_event=response.output_audio.delta#2")
+    _, url = serve_process(
+        "--pacing", "1", "--chaos", "server-error:after_event=response.output_audio.delta#2"
+    )
     code, stats = headless(locust_procs, url, "-u", "2", "-r", "2", "-t", "8s")
 
     assert METRICS <= stats.keys(), sorted(stats)
@@ -252,7 +254,7 @@ def test_a_reply_longer_than_the_response_timeout_is_not_taken_for_a_dead_sessio
     reply = "This reply is long on purpose, so that it plays for far longer than the response timeout."
     assert audio.duration_ms_for_text(reply) > 5000
     script.write_text(yaml.safe_dump({"default": reply}))
-    _, url = serve_process("--script", str(script))
+    _, url = serve_process("--pacing", "1", "--script", str(script))  # the reply's deltas over 5.8 s
     _, stats = headless(locust_procs, url, "-u", "2", "-r", "2", "-t", "12s", "--response-timeout", "2")
 
     turns = stats["AUDIO", "turn latency"]
