@@ -5,8 +5,9 @@ Each user is one person talking to a voice agent over the WebSocket transport:
 - credentials   an API key on the WebSocket, or (default) an ephemeral token minted with it from
                 `POST /v1/realtime/client_secrets` (reused until a fifth of its lifetime is left);
 - setup         `session.update` with pcm16 24 kHz audio both ways and server VAD;
-- speaking      speech-like audio from the test-audio kit (`audio.speech_for_text`, then silence), streamed
-                at real time in `--audio-chunk-ms` chunks, so server VAD hears each turn start and end;
+- speaking      the microphone is open for the whole session, as a voice app's is: `--audio-chunk-ms`
+                chunks in real time, a quiet room's noise between turns and speech-like audio from the
+                test-audio kit (`audio.speech_for_text`) for a turn, so server VAD hears each start and end;
 - listening     assistant audio plays by the user's own clock from its first delta (never by arrival:
                 deltas may come faster than real time; an underrun pauses it, `player.Player`), and the
                 next turn waits until it has played;
@@ -25,12 +26,14 @@ Everything is reported to locust's statistics (`events.request`), so it shows in
     WS    reconnect         the gap the user lived through: session lost → the next session.created
     AUDIO first delta       response.created → its first audio delta
     AUDIO turn latency      speech_stopped → first audio delta; fails when the response fails, an `error`
-                            event comes during it, the connection is lost or nothing comes in time
+                            event comes during it, the connection is lost or the server falls silent
     AUDIO lateness          per response, the latest any delta arrived after the moment its audio was due
                             to play (0 when audio keeps ahead of the player)
     AUDIO barge-in          the user starts talking over a reply → speech_started (the player stops)
     ERROR <code>            every `error` event the server sends, by code (its type when it has none);
                             always a failure
+    WS    frame             a frame that is no JSON object (a broken server or relay): always a failure,
+                            and the session is abandoned
 
 The WebSocket is websocket-client's, which locust's gevent monkey-patching makes cooperative (as the
 websocket users of locust-plugins do); one greenlet per user reads, the task greenlet speaks.
@@ -45,6 +48,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import struct
@@ -61,7 +65,7 @@ from locust.argument_parser import LocustArgumentParser
 from locust.clients import HttpSession
 from locust.exception import StopUser
 
-from rtsim.clients.common import BYTES_PER_MS, decoded_length, utterance
+from rtsim.clients.common import BYTES_PER_MS, decoded_length
 from rtsim.clients.player import Player
 from rtsim.clients.reconnect import (
     FATAL_CLOSE_CODES,
@@ -87,6 +91,9 @@ PHRASES = (
     "Thanks, that is all for now.",
     "How long does it take to boil an egg?",
 )
+# The open microphone's first moments are the room: nobody speaks the instant a session opens, and server
+# VAD, like a real one, judges the start of speech against what came before it.
+MIC_LEAD_IN_MS = 300
 CLOSE_NO_STATUS = 1005  # a close frame without a code
 CLOSE_ABNORMAL = 1006  # the TCP connection ended without a close frame
 
@@ -126,7 +133,8 @@ def add_options(parser: Any) -> None:
         "--response-timeout",
         type=float,
         default=15.0,
-        help="seconds a turn waits for its reply before the session is taken for dead (default 15)",
+        help="seconds of server silence, while a reply is due, before the session is taken for dead "
+        "(default 15)",
     )
     parser.add_argument(
         "--open-timeout",
@@ -203,16 +211,29 @@ class Link:
     closing: bool = False  # we closed it: not a loss
     close_code: int | None = None
     lost_at: float | None = None
+    last_event_at: float = 0.0  # the latest server event: a reply is underway while they keep coming
     reader: gevent.Greenlet | None = None
     turn: Turn | None = None  # the user's latest turn, until its response is created
     responses: dict[str, Turn] = field(default_factory=dict)
     active_response: str | None = None
     playback: Player | None = None
     deferred_truncate: tuple[str, str, int] | None = None  # (response, item, audio_end_ms)
+    utterance: Utterance | None = None  # what the microphone is sending, between silences
+    microphone: gevent.Greenlet | None = None
     speech_started: Event = field(default_factory=Event)
     speech_started_at: float = 0.0
     silenced: set[str] = field(default_factory=set)  # responses the user talked over: no longer played
     responses_done: int = 0
+
+
+@dataclass(eq=False)
+class Utterance:
+    """A turn's audio, queued for the microphone, which sends it chunk by chunk in place of room noise."""
+
+    turn: Turn
+    chunks: tuple[str, ...]
+    sent: int = 0
+    done: Event = field(default_factory=Event)  # every chunk has gone (or the session was lost)
 
 
 @dataclass
@@ -223,16 +244,19 @@ class Token:
 
 @functools.cache
 def spoken_chunks(text: str, seed: int, chunk_ms: int) -> tuple[str, ...]:
-    """`text` said as pcm16 audio plus trailing silence, as ready-to-send append events (built once)."""
-    pcm = utterance(text, seed)
-    return tuple(
-        json.dumps({"type": "input_audio_buffer.append", "audio": audio_b64(chunk)})
-        for chunk in audio.chunks(pcm, chunk_ms)
-    )
+    """`text` said as speech-like pcm16 audio, as ready-to-send append events (built once)."""
+    speech = audio.speech_for_text(text, seed=seed)
+    return tuple(append_event(chunk) for chunk in audio.chunks(speech, chunk_ms))
 
 
-def audio_b64(chunk: bytes) -> str:
-    return base64.b64encode(chunk).decode()
+@functools.cache
+def room_noise_chunk(seed: int, chunk_ms: int) -> str:
+    """What an open microphone hears between turns: a quiet room (pink noise at -60 dBFS)."""
+    return append_event(audio.to_pcm(audio.noise(chunk_ms, level_dbfs=-60.0, seed=seed, color="pink")))
+
+
+def append_event(chunk: bytes) -> str:
+    return json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()})
 
 
 def endpoints(host: str, model: str) -> tuple[str, str]:
@@ -390,6 +414,9 @@ class RealtimeUser(User):
                     header=[f"Authorization: Bearer {credential}"],
                     timeout=self.options.open_timeout,
                     enable_multithread=True,  # the reader greenlet answers pings while the task sends
+                    # websocket-client checks UTF-8 byte by byte in Python (2.5 ms per 100 ms audio delta,
+                    # the load generator's whole budget at 200 users); json.loads checks it in C instead.
+                    skip_utf8_validation=True,
                 )
             except websocket.WebSocketBadStatusException as exc:
                 status = exc.status_code
@@ -461,6 +488,7 @@ class RealtimeUser(User):
             self._fire("WS", "session.updated", _ms(asked))
         elif not link.closed.is_set():
             self._fire("WS", "session.updated", _ms(asked), RealtimeError("no session.updated in time"))
+        link.microphone = gevent.spawn(self._microphone, link)
         return link
 
     def _await_created(self, ws: websocket.WebSocket, started: float) -> dict[str, Any]:
@@ -481,7 +509,11 @@ class RealtimeUser(User):
                 if code in FATAL_CLOSE_CODES:
                     raise Fatal(f"closed {code} ({FATAL_CLOSE_CODES[code]}) before session.created")
                 raise Retry(f"closed {code} before session.created")
-            event = json.loads(frame.data)
+            try:
+                event = server_event(frame.data)
+            except ValueError as exc:
+                self._fire("WS", "session.created", _ms(started), exc)
+                raise Retry(f"unreadable frame before session.created: {exc}") from None
             if event.get("type") == "session.created":
                 self._fire("WS", "session.created", _ms(started))
                 return dict(event.get("session") or {})
@@ -502,6 +534,8 @@ class RealtimeUser(User):
     def _close(self, link: Link) -> None:
         """Close 1000 and let the reader take the server's close frame; a silent peer is cut off."""
         link.closing = True
+        if link.microphone is not None:
+            link.microphone.kill(block=True, timeout=1.0)
         if not link.closed.is_set():
             try:
                 link.ws.send_close(websocket.STATUS_NORMAL, b"load test over")
@@ -515,33 +549,75 @@ class RealtimeUser(User):
     # ---- speaking and listening ----------------------------------------------------------------------
 
     def _speak(self, link: Link, text: str, *, barge_in: bool = False) -> Turn:
-        """Stream `text` as a microphone would, in real time; server VAD hears its start and end."""
+        """Say `text` into the open microphone; server VAD hears its start, and its end in the noise after.
+
+        Over a reply (`barge_in`), the time until server VAD hears the user is the barge-in metric.
+        """
+        chunks = spoken_chunks(text, self.options.seed + self.number, self.options.audio_chunk_ms)
         turn = Turn(said=text, spoke_at=time.monotonic())
-        link.turn = turn
-        chunk_ms = self.options.audio_chunk_ms
-        chunks = spoken_chunks(text, self.options.seed + self.number, chunk_ms)
-        for index, chunk in enumerate(chunks):
-            # A microphone has a chunk once its audio has been captured: chunk i leaves at (i + 1) chunks.
-            delay = turn.spoke_at + (index + 1) * chunk_ms / 1000 - time.monotonic()
-            if delay > 0:
-                gevent.sleep(delay)
-            if barge_in and link.speech_started.is_set():
-                barge_in = False
-                self._fire("AUDIO", "barge-in", (link.speech_started_at - turn.spoke_at) * 1000)
-            if link.closed.is_set() or not self._send(link, chunk):
-                break
-        if barge_in:  # the whole utterance went out before speech_started: wait a little more for it
+        utterance = Utterance(turn, chunks)
+        link.turn, link.utterance = turn, utterance
+        gevent.wait([utterance.done, link.closed], count=1)
+        if barge_in and not link.closed.is_set():
             if link.speech_started.wait(self.options.response_timeout) and not link.closed.is_set():
                 self._fire("AUDIO", "barge-in", (link.speech_started_at - turn.spoke_at) * 1000)
             elif not link.closed.is_set():
                 self._fire("AUDIO", "barge-in", _ms(turn.spoke_at), RealtimeError("no speech_started"))
         return turn
 
+    def _microphone(self, link: Link) -> None:
+        """The open microphone of a voice app: a chunk every --audio-chunk-ms, in real time, for as long as
+        the session lives; a turn's speech when there is one, room noise otherwise."""
+        chunk_s = self.options.audio_chunk_ms / 1000
+        noise = room_noise_chunk(self.options.seed, self.options.audio_chunk_ms)
+        started, sent = time.monotonic(), 0
+        lead_in = math.ceil(MIC_LEAD_IN_MS / self.options.audio_chunk_ms)  # chunks of room before any turn
+        while not link.closed.is_set():
+            # A chunk exists once its audio has been captured: chunk n leaves at (n + 1) chunk lengths.
+            delay = started + (sent + 1) * chunk_s - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            elif delay < -1.0:  # the generator was starved for over a second: resume from now, not in a burst
+                started, sent = time.monotonic() - chunk_s, 0
+            utterance = link.utterance
+            if utterance is None or lead_in > 0:
+                lead_in -= 1
+                chunk = noise
+            else:
+                if utterance.sent == 0:
+                    utterance.turn.spoke_at = time.monotonic() - chunk_s  # its first sound was captured then
+                chunk = utterance.chunks[utterance.sent]
+                utterance.sent += 1
+                if utterance.sent == len(utterance.chunks):
+                    link.utterance = None
+                    utterance.done.set()
+            sent += 1
+            if not self._send(link, chunk):
+                break
+        if link.utterance is not None:
+            link.utterance.done.set()
+
     def _await_reply(self, link: Link, turn: Turn) -> bool:
-        """Wait for the response to `turn`; True if it came. A silent server is a dead session."""
-        if not turn.done.wait(self.options.response_timeout):
-            self._report_turn(turn, RealtimeError(f"no reply in {self.options.response_timeout:g} s"))
-            link.ws.abort()  # the reader sees the loss; the next task reconnects
+        """Wait for the response to `turn` however long it plays; True if it came. A server that says
+        nothing for --response-timeout while the reply is due is a dead session (the reference client's
+        watchdog)."""
+        timeout = self.options.response_timeout
+        asked = time.monotonic()
+        while not turn.done.wait(max(0.0, max(asked, link.last_event_at) + timeout - time.monotonic())):
+            if time.monotonic() - max(asked, link.last_event_at) < timeout:
+                continue  # something came meanwhile: the reply is underway
+            # Where it stuck, in the failure's name: the server never heard the end of the turn, never
+            # started a response, or started one that went quiet.
+            stage = (
+                "no speech_stopped"
+                if turn.stopped_at is None
+                else "no response.created"
+                if turn.response_id is None
+                else "no response.done"
+            )
+            self._report_turn(turn, RealtimeError(f"silent for {timeout:g} s ({stage})"))
+            log.warning("user %d, %s: silent for %g s (%s)", self.number, link.session_id, timeout, stage)
+            link.ws.abort()  # the reader sees the loss; the connection greenlet reconnects
             link.closed.wait(2.0)
             return False
         return turn.status in ("completed", "incomplete", "cancelled")
@@ -564,10 +640,16 @@ class RealtimeUser(User):
                     link.close_code = close_code(frame.data)
                     break
                 if opcode == websocket.ABNF.OPCODE_TEXT:
-                    self._on_event(link, json.loads(frame.data), time.monotonic())
-        except (OSError, websocket.WebSocketException, ValueError):
+                    self._on_event(link, server_event(frame.data), time.monotonic())
+        except (OSError, websocket.WebSocketException):
             link.close_code = link.close_code or CLOSE_ABNORMAL
+        except (ValueError, TypeError, AttributeError) as exc:
+            # Not a Realtime event (not JSON, or fields of the wrong shape): a broken server or relay.
+            log.error("user %d: unreadable server frame: %r", self.number, exc)
+            self._fire("WS", "frame", 0, exc)
+            link.close_code = CLOSE_ABNORMAL
         finally:
+            link.ws.shutdown()  # the socket goes with the session, however it ended
             link.lost_at = time.monotonic()
             link.closed.set()
             for turn in {*link.responses.values(), *([link.turn] if link.turn else [])}:
@@ -580,6 +662,7 @@ class RealtimeUser(User):
             link.speech_started.set()
 
     def _on_event(self, link: Link, event: dict[str, Any], now: float) -> None:
+        link.last_event_at = now
         kind = event.get("type")
         if kind == "response.output_audio.delta":
             self._on_audio(link, event, now)
@@ -715,6 +798,14 @@ class RealtimeUser(User):
             exception=exception,
             context={"user": self.number},
         )
+
+
+def server_event(data: bytes | str) -> dict[str, Any]:
+    """A text frame as a server event: a JSON object, UTF-8 checked by the decoder (ValueError if not)."""
+    event = json.loads(data)
+    if not isinstance(event, dict):
+        raise ValueError(f"a server event is a JSON object, not {type(event).__name__}")
+    return event
 
 
 def close_code(payload: bytes) -> int:
