@@ -114,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         admin_token=getattr(args, "admin_token", None),
         history_limit=getattr(args, "history_limit", None),
         webrtc_setup_timeout=getattr(args, "webrtc_setup_timeout", 10.0) or None,
+        gc_policy=getattr(args, "gc", "python"),
     )
 
 
@@ -147,6 +148,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("asyncio", "uvloop"),
         default="asyncio",
         help="event loop: asyncio's own, or uvloop (pip install 'rtsim[fast]'), cheaper per event under load",
+    )
+    parser.add_argument(
+        "--gc",
+        choices=("quiet", "python"),
+        default="quiet",
+        help="quiet (default): full garbage collections wait for a moment with no response in progress "
+        "(at most 120 s), so they do not stall paced audio; python: CPython's own schedule",
     )
     add_server_options(parser)
     parser.set_defaults(func=run_serve)

@@ -25,6 +25,7 @@ from .carrier import Carrier
 from .dialect import BETA, GA, Dialect
 from .engine import Limits
 from .faults import FaultState
+from .gcpolicy import QuietCollector
 from .history import History
 from .looplag import LoopLagMonitor
 from .model import Script
@@ -98,6 +99,9 @@ class ServerConfig:
     # fault ids, so they are unique across workers), SO_REUSEPORT on the public port, and a private control
     # port on loopback through which its peers reach it.
     worker: int | None = None
+    # "quiet": a server process defers full garbage collections to quiet moments (simulator/gcpolicy.py);
+    # "python": CPython's own schedule. Applied by `serve_forever` (a process), never to an embedding one.
+    gc_policy: str = "python"
 
     def ids(self, conn_id: str) -> IdFactory:
         """The id factory of one connection's session."""
@@ -509,9 +513,26 @@ async def serve_forever(config: ServerConfig, ready: Callable[[str], None] | Non
 
     server = RealtimeServer(config)
     base_url = await server.start()
+    collector = quiet_collector(server) if config.gc_policy == "quiet" else None
     if ready is not None:
         ready(base_url)
     try:
         await until_signalled()
     finally:
         await server.stop()
+        if collector is not None:
+            await collector.stop()
+
+
+def quiet_collector(server: RealtimeServer) -> QuietCollector:
+    """Full collections when no session is being answered (see gcpolicy.py), started now."""
+
+    def is_quiet() -> bool:
+        return not any(c.session.active_response is not None for c in server.live_carriers())
+
+    def activity() -> int:
+        return server.history.first_seq + len(server.history.records)
+
+    collector = QuietCollector(is_quiet, activity)
+    collector.start()
+    return collector

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .server import RealtimeServer, ServerConfig
+from .server import RealtimeServer, ServerConfig, quiet_collector
 
 READY_TIMEOUT_SECONDS = 60.0
 
@@ -129,6 +129,7 @@ async def _worker(spec: dict[str, Any]) -> None:
     config = ServerConfig(**spec["config"])
     server = RealtimeServer(config)
     base_url = await server.start()
+    collector = quiet_collector(server) if config.gc_policy == "quiet" else None
     print(json.dumps({"base_url": base_url, "control": server.private_url}), flush=True)
     loop = asyncio.get_running_loop()
     peers: asyncio.Queue[str] = asyncio.Queue()
@@ -156,6 +157,8 @@ async def _worker(spec: dict[str, Any]) -> None:
             watcher.cancel()
     finally:
         await server.stop()
+        if collector is not None:
+            await collector.stop()
 
 
 def worker_main() -> int:
