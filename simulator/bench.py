@@ -24,9 +24,16 @@ DELTA_PREFIX = '{"type":"response.output_audio.delta"'
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (the workers of `rtsim serve --workers N`)."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            children = [int(child) for child in handle.read().split()]
+    except OSError:
+        children = []
+    return own + sum(_cpu_seconds(child) for child in children if os.path.exists(f"/proc/{child}"))
 
 
 async def _one_session(url: str, start_at: float, lateness: list[float], counts: list[int]) -> None:
