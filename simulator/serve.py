@@ -183,8 +183,7 @@ def run_serve(args: argparse.Namespace) -> int:
             config = config_from_args(args)
             if config.chaos:
                 plan.parse(config.chaos)  # a plan that does not parse is refused here, not by every worker
-            asyncio.run(supervise(config, workers, loop=args.loop, ready=ready))
-            return 0
+            return asyncio.run(supervise(config, workers, loop=args.loop, ready=ready))
         run(serve_forever(config_from_args(args), ready))
     except OSError as exc:
         print(f"rtsim serve: {exc}", file=sys.stderr)

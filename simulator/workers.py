@@ -1,7 +1,7 @@
 """`rtsim serve --workers N`: N simulator processes behind one port, one simulator to the clients.
 
 The supervisor (the `rtsim serve` process) reserves the port (a socket bound with SO_REUSEPORT that never
-listens, so the port stays ours between worker restarts and no connection is queued on it), then starts
+listens: `--port 0` picks the port once for all, and no connection is ever queued on it), then starts
 N workers. Each worker is a whole `RealtimeServer` listening on that port with SO_REUSEPORT — the kernel
 spreads new connections over them — and on a private control port on loopback. All share
 `RTSIM_SECRET` (the supervisor makes one when none is set), so a token minted by one verifies on all
@@ -49,8 +49,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 async def supervise(
     config: ServerConfig, workers: int, *, loop: str = "asyncio", ready: Callable[[str], None] | None = None
-) -> None:
-    """Run `workers` worker processes until SIGINT/SIGTERM or until one of them ends."""
+) -> int:
+    """Run `workers` worker processes until SIGINT/SIGTERM (exit status 0) or until one of them ends
+    (1: the others are stopped too, so clients never meet a half-served port)."""
     from .signals import until_signalled
 
     reservation = reserve_port(config.host, config.port)
@@ -97,6 +98,11 @@ async def supervise(
         finally:
             for watcher in watchers:
                 watcher.cancel()
+        gone = [number for number, proc in enumerate(procs, 1) if proc.returncode is not None]
+        if gone:
+            print(f"rtsim serve: worker {gone[0]} ended; stopping the others", file=sys.stderr)
+            return 1
+        return 0
     finally:
         for proc in procs:
             if proc.returncode is None:

@@ -4,6 +4,10 @@ control API (tokens, faults, sessions, history and summary reach every worker)."
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -195,3 +199,17 @@ def test_the_cli_fans_out_over_several_servers(
     finally:
         for ws in opened:
             ws.close()
+
+
+def test_a_worker_that_dies_stops_the_others(serve_process: Callable[..., Any]) -> None:
+    proc, _ = serve_process("--workers", "2")
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert len(children) == 2
+    os.kill(int(children[0]), signal.SIGKILL)
+    assert proc.wait(timeout=30) == 1
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{child}") for child in children[1:]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{child}") for child in children[1:])
