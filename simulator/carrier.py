@@ -185,35 +185,23 @@ class Carrier:
         while True:
             await self.wake.wait()
             self.wake.clear()
-            if len(outbound) > 1:
-                self._begin_batch()
-            try:
-                while outbound and not self.stalled and self.closed_by is None:
-                    due, event = outbound[0]
-                    if due and (wait := due - loop.time()) > 0:
-                        self._flush()
-                        self.wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.wake.wait(), wait)
-                        continue  # a stall, drop or close may have come meanwhile
-                    outbound.popleft()
-                    self.outbound_bytes -= event_size(event)
-                    try:
-                        sent = await self._transmit(event)
-                    except (ConnectionError, RuntimeError):
-                        return
-                    if sent:
-                        self._count_sent(event["type"])
-            finally:
-                self._flush()
+            while outbound and not self.stalled and self.closed_by is None:
+                due, event = outbound[0]
+                if due and (wait := due - loop.time()) > 0:
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), wait)
+                    continue  # a stall, drop or close may have come meanwhile
+                outbound.popleft()
+                self.outbound_bytes -= event_size(event)
+                try:
+                    sent = await self._transmit(event)
+                except (ConnectionError, RuntimeError):
+                    return
+                if sent:
+                    self._count_sent(event["type"])
             if await self._drained():
                 return
-
-    def _begin_batch(self) -> None:
-        """Adapter hook: the events about to be sent may leave together (one write to the socket)."""
-
-    def _flush(self) -> None:
-        """Adapter hook: what `_begin_batch` gathered goes to the wire now (before any wait or fault)."""
 
     async def _transmit(self, event: dict[str, Any]) -> bool:
         """Adapter hook: put one event on the wire (recording it); False if it could not go out now."""
@@ -229,7 +217,6 @@ class Carrier:
             count = self.sent_counts[event_type]
             for trigger in [t for t in self.triggers if t[0] == event_type and t[1] == count]:
                 self.triggers.remove(trigger)
-                self._flush()  # the event that fires a fault is on the wire before the fault acts
                 trigger[2]()
 
     def after_event(self, event_type: str, nth: int, callback: Callable[[], Any]) -> Callable[[], None]:

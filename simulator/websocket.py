@@ -35,22 +35,6 @@ def peer_has_gone(transport: asyncio.BaseTransport) -> bool:
     return state in TCP_GONE_STATES
 
 
-class _Gathered:
-    """Stands in for the socket's transport under aiohttp's frame writer while a batch is written: the
-    frames (aiohttp's own framing) are collected and leave in one write, one system call instead of one
-    per event. Everything but `write` is the real transport's."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        self.chunks: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.chunks.append(bytes(data))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
-
-
 class WebSocketCarrier(Carrier):
     """A session over one WebSocket connection."""
 
@@ -73,31 +57,12 @@ class WebSocketCarrier(Carrier):
         self.close_sent: tuple[int, str] | None = None
         self.client_close: tuple[int, str] | None = None
         self.fault_ending: str | None = None
-        self._gathered: _Gathered | None = None
 
     async def _transmit(self, event: dict[str, Any]) -> bool:
         data = encode_bytes(event)
         self.history.event("out", self.session.id, event, encoded_size=len(data))
         await self.ws.send_frame(data, WSMsgType.TEXT)  # already UTF-8: no str round trip
         return True
-
-    def _begin_batch(self) -> None:
-        # aiohttp writes each frame straight to the transport (one send() each, the largest single cost of
-        # a loaded server); its writer's transport is swapped for the batch. Without that attribute (another
-        # aiohttp) frames simply go one by one.
-        writer = getattr(self.ws, "_writer", None)
-        transport = getattr(writer, "transport", None)
-        if self._gathered is None and transport is not None and not transport.is_closing():
-            self._gathered = _Gathered(transport)
-            writer.transport = self._gathered  # type: ignore[union-attr]
-
-    def _flush(self) -> None:
-        gathered, self._gathered = self._gathered, None
-        if gathered is None:
-            return
-        self.ws._writer.transport = gathered.transport  # type: ignore[union-attr]
-        if gathered.chunks and not gathered.transport.is_closing():
-            gathered.transport.write(b"".join(gathered.chunks))
 
     async def _drained(self) -> bool:
         request = self.session.close_request
