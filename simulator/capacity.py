@@ -10,8 +10,10 @@ processes of their own, so the generator is not what saturates):
 
 For each server a search finds the largest session count whose p99 lateness (each delta against its own
 audio timeline: the request + k x 100 ms) stays under the bound, with no session failing; the command
-prints both counts and their ratio. The machine may be shared, so the two searches advance in lockstep
-(a probe of one, then of the other) and `--rounds` repeats them; the ratio is of the medians.
+prints the counts and the ratio. The machine may be shared, so the searches advance in lockstep (a probe
+of each server in turn) and `--rounds` repeats them; the ratio is of the medians. Each row also has
+`paced_p99_ms` (each delta against its session's own first delta: pacing without the start latency) and
+the CPU of the server (with its children) and of the load generator.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def register(targets: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--precision", type=float, default=0.05, help="stop bisecting within this fraction (default 0.05)"
     )
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the pair of searches (default 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the searches (default 1)")
     parser.add_argument("--client-procs", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument(
         "--serve-arg",
