@@ -59,3 +59,25 @@ async def test_the_bare_server_paces_a_reply_at_real_time() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_the_command_searches_both_servers_and_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from rtsim.simulator.cli import main
+
+    assert (
+        main(["bench", "capacity", "--start", "2", "--limit", "4", "--precision", "0.5", "--p99-ms", "5000"])
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    rows = [json.loads(line) for line in lines if line.startswith('{"round"')]
+    assert {(row["server"], row["sessions"]) for row in rows} == {
+        ("rtsim", 2),
+        ("rtsim", 4),
+        ("bare", 2),
+        ("bare", 4),
+    }
+    assert all(row["completed"] == row["sessions"] and row["deltas"] == 108 * row["sessions"] for row in rows)
+    result = json.loads(lines[-1])
+    assert result["rtsim_median"] == result["bare_median"] == 4
+    assert result["ratio"] == 1.0
