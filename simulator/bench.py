@@ -24,12 +24,23 @@ DELTA_PREFIX = '{"type":"response.output_audio.delta"'
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (the workers of `rtsim serve --workers N`)."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            children = [int(child) for child in handle.read().split()]
+    except OSError:
+        children = []
+    return own + sum(_cpu_seconds(child) for child in children if os.path.exists(f"/proc/{child}"))
 
 
-async def _one_session(url: str, start_at: float, lateness: list[float], counts: list[int]) -> None:
+async def _one_session(
+    url: str, start_at: float, lateness: list[float], counts: list[int], jitter: list[float]
+) -> None:
+    """One session's reply: each delta's lateness against the request (+ k x 100 ms) into `lateness`,
+    and against the session's own first delta into `jitter` (pacing alone, without the start latency)."""
     from websockets.asyncio.client import connect
 
     async with connect(
@@ -51,31 +62,40 @@ async def _one_session(url: str, start_at: float, lateness: list[float], counts:
         )
         await ws.send('{"type":"response.create"}')
         asked = time.monotonic()  # delta k is due k × 100 ms after the client asked (latency 0)
-        k = 0
+        k, first = 0, 0.0
         async for message in ws:
             assert isinstance(message, str)
             if message.startswith(DELTA_PREFIX):
-                lateness.append(time.monotonic() - (asked + k * 0.1))
+                now = time.monotonic()
+                lateness.append(now - (asked + k * 0.1))
+                first = first or now
+                jitter.append(now - (first + k * 0.1))
                 k += 1
             elif message.startswith('{"type":"response.done"'):
                 break
         counts.append(k)
 
 
-async def _client_share(base_url: str, sessions: int, start_at: float) -> tuple[list[float], int, int]:
+Share = tuple[list[float], int, int, list[float]]
+
+
+async def _client_share(base_url: str, sessions: int, start_at: float) -> Share:
     url = base_url.replace("http://", "ws://") + "/realtime?model=gpt-realtime"
     lateness: list[float] = []
     counts: list[int] = []
-    results = await asyncio.gather(*(_one_session(url, start_at + i * 0.1 / sessions, lateness, counts)
-                                     for i in range(sessions)), return_exceptions=True)
-    return lateness, len(counts), sum(isinstance(r, BaseException) for r in results)
+    jitter: list[float] = []
+    starts = [start_at + i * 0.1 / sessions for i in range(sessions)]  # the requests spread over 100 ms
+    results = await asyncio.gather(
+        *(_one_session(url, start, lateness, counts, jitter) for start in starts), return_exceptions=True
+    )
+    return lateness, len(counts), sum(isinstance(r, BaseException) for r in results), jitter
 
 
-def _client_process(base_url: str, sessions: int, start_at: float) -> tuple[list[float], int, int, float]:
+def _client_process(base_url: str, sessions: int, start_at: float) -> tuple[Share, float]:
     """One load-generator process's share, and the CPU seconds it used (is the generator saturating?)."""
     before = time.process_time()
-    lateness, completed, failed = asyncio.run(_client_share(base_url, sessions, start_at))
-    return lateness, completed, failed, time.process_time() - before
+    share = asyncio.run(_client_share(base_url, sessions, start_at))
+    return share, time.process_time() - before
 
 
 def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str, Any]:
@@ -83,8 +103,10 @@ def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str,
     start_at = time.monotonic() + ramp + 0.5 * procs  # CLOCK_MONOTONIC is shared by the processes
     shares = [sessions // procs + (1 if i < sessions % procs else 0) for i in range(procs)]
     with concurrent.futures.ProcessPoolExecutor(procs) as pool:
-        parts = list(pool.map(_client_process, [base_url] * procs, shares, [start_at] * procs))
+        answers = list(pool.map(_client_process, [base_url] * procs, shares, [start_at] * procs))
+    parts = [share for share, _ in answers]
     lateness = sorted(x for part in parts for x in part[0]) or [0.0]
+    jitter = sorted(x for part in parts for x in part[3]) or [0.0]
     wall = time.monotonic() - start_at
     return {
         "sessions": sessions,
@@ -95,7 +117,9 @@ def _measure(base_url: str, sessions: int, ramp: float, procs: int) -> dict[str,
         "p50_ms": round(statistics.median(lateness) * 1000, 1),
         "p99_ms": round(lateness[int(len(lateness) * 0.99) - 1] * 1000, 1),
         "max_ms": round(lateness[-1] * 1000, 1),
-        "client_cpu_pct": round(100 * sum(p[3] for p in parts) / wall, 1) if wall > 0 else None,
+        # the same deltas against each session's own first delta: pacing alone, without start latency
+        "paced_p99_ms": round(jitter[int(len(jitter) * 0.99) - 1] * 1000, 1),
+        "client_cpu_pct": round(100 * sum(cpu for _, cpu in answers) / wall, 1) if wall > 0 else None,
     }
 
 

@@ -10,8 +10,10 @@ processes of their own, so the generator is not what saturates):
 
 For each server a search finds the largest session count whose p99 lateness (each delta against its own
 audio timeline: the request + k x 100 ms) stays under the bound, with no session failing; the command
-prints both counts and their ratio. The machine may be shared, so the two searches advance in lockstep
-(a probe of one, then of the other) and `--rounds` repeats them; the ratio is of the medians.
+prints the counts and the ratio. The machine may be shared, so the searches advance in lockstep (a probe
+of each server in turn) and `--rounds` repeats them; the ratio is of the medians. Each row also has
+`paced_p99_ms` (each delta against its session's own first delta: pacing without the start latency) and
+the CPU of the server (with its children) and of the load generator.
 """
 
 from __future__ import annotations
@@ -143,44 +145,47 @@ def run_capacity(
     rounds: int,
     procs: int,
     serve_args: list[str],
+    workers: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Both searches advance in lockstep (one probe of rtsim, then one of the bare server), so a change in
-    what else the machine runs meanwhile weighs on both alike."""
-    rtsim_proc, rtsim_url = start_server("--pacing", "1.0", *serve_args)
-    bare_proc, bare_url = start_bare_server()
-    servers = {"rtsim": (rtsim_url, rtsim_proc.pid), "bare": (bare_url, bare_proc.pid)}
-    found: dict[str, list[int]] = {name: [] for name in servers}
+    """The searches advance in lockstep (one probe of each server in turn), so a change in what else the
+    machine runs meanwhile weighs on all alike. `workers`: also one `rtsim serve --workers N` per N (e.g.
+    [1, 2] measures what a second worker brings), each against the same bare server."""
+    servers: dict[str, tuple[subprocess.Popen[str], str]] = {}
     try:
+        for count in workers or [1]:
+            name = "rtsim" if count == 1 else f"rtsim-{count}w"
+            extra = [f"--workers={count}"] if count != 1 else []
+            servers[name] = start_server("--pacing", "1.0", *serve_args, *extra)
+        servers["bare"] = start_bare_server()
+        found: dict[str, list[int]] = {name: [] for name in servers}
         for round_index in range(1, rounds + 1):
             brackets = {name: Bracket(start=start, limit=limit, precision=precision) for name in servers}
             while any(b.next() is not None for b in brackets.values()):
-                for name, (url, pid) in servers.items():
+                for name, (proc, url) in servers.items():
                     sessions = brackets[name].next()
                     if sessions is None:
                         continue
-                    row = bench.measure_with_cpu(url, sessions, pid, procs=procs)
+                    row = bench.measure_with_cpu(url, sessions, proc.pid, procs=procs)
                     brackets[name].record(sessions, passes(row, bound_ms))
                     print(json.dumps({"round": round_index, "server": name, **row}), flush=True)
             for name, bracket in brackets.items():
                 found[name].append(bracket.found)
-            print(
-                f"round {round_index}: rtsim holds {brackets['rtsim'].found}, bare websockets "
-                f"{brackets['bare'].found} sessions at p99 < {bound_ms:g} ms",
-                flush=True,
-            )
+            held = ", ".join(f"{name} {bracket.found}" for name, bracket in brackets.items())
+            print(f"round {round_index}: sessions held at p99 < {bound_ms:g} ms: {held}", flush=True)
     finally:
-        for proc in (rtsim_proc, bare_proc):
+        for proc, _ in servers.values():
             proc.terminate()
-            proc.wait(timeout=10)
-    rtsim_count = statistics.median(found["rtsim"])
-    bare_count = statistics.median(found["bare"])
-    result = {
-        "rtsim_sessions": found["rtsim"],
-        "bare_sessions": found["bare"],
-        "rtsim_median": rtsim_count,
-        "bare_median": bare_count,
-        "ratio": round(rtsim_count / bare_count, 3) if bare_count else None,
+            proc.wait(timeout=20)
+    medians = {name: statistics.median(counts) for name, counts in found.items()}
+    bare = medians["bare"]
+    result: dict[str, Any] = {
+        **{f"{name}_sessions": counts for name, counts in found.items()},
+        **{f"{name}_median": median for name, median in medians.items()},
+        "ratio": round(medians["rtsim"] / bare, 3) if bare and "rtsim" in medians else None,
     }
+    for name in medians:
+        if name.startswith("rtsim-"):
+            result[f"{name}_ratio"] = round(medians[name] / bare, 3) if bare else None
     print(json.dumps(result), flush=True)
     return result
 
@@ -198,7 +203,7 @@ def register(targets: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--precision", type=float, default=0.05, help="stop bisecting within this fraction (default 0.05)"
     )
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the pair of searches (default 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the searches (default 1)")
     parser.add_argument("--client-procs", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument(
         "--serve-arg",
@@ -206,6 +211,12 @@ def register(targets: argparse._SubParsersAction) -> None:
         default=[],
         metavar="ARG",
         help="extra argument for rtsim serve (repeatable), e.g. --serve-arg=--loop=uvloop",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        metavar="N[,N...]",
+        help="rtsim serve --workers counts to search, each against the bare server (default 1; e.g. 1,2)",
     )
     parser.set_defaults(func=_print_capacity)
 
@@ -224,6 +235,7 @@ def _print_capacity(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         procs=args.client_procs,
         serve_args=list(args.serve_arg),
+        workers=[int(n) for n in args.workers.split(",") if n.strip()],
     )
     return 0
 

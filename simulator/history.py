@@ -197,8 +197,20 @@ class History:
             self._file.write(json.dumps(entry, separators=(",", ":"), default=str) + "\n")
         return entry
 
-    def event(self, direction: str, session: str | None, event: dict[str, Any]) -> None:
-        summary, size = _summarized(event)
+    def event(
+        self, direction: str, session: str | None, event: dict[str, Any], *, encoded_size: int | None = None
+    ) -> None:
+        """One event in or out. `encoded_size`: the length of the event as sent (the send path has it): an
+        event without an audio payload and no longer than any string we keep is then recorded as it is,
+        with that as its size, without walking it."""
+        if (
+            encoded_size is not None
+            and encoded_size <= MAX_RECORDED_STRING
+            and event.get("type") not in _AUDIO_FIELDS
+        ):
+            summary, size = event, encoded_size
+        else:
+            summary, size = _summarized(event)
         self._record("event", size + 96, {"dir": direction, "session": session, "event": summary})
 
     def flush(self) -> None:

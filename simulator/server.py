@@ -35,6 +35,7 @@ from .dialect import BETA, GA, Dialect
 from .engine import Limits, transcription
 from .engine.state import AUDIO_START_DELAY, FASTER_THAN_REAL_TIME, TRANSCRIPTION_DELAY
 from .faults import FaultState
+from .gcpolicy import QuietCollector
 from .history import History
 from .looplag import LoopLagMonitor
 from .model import Script
@@ -131,6 +132,9 @@ class ServerConfig:
     tls_ca_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    # "quiet": a server process defers full garbage collections to quiet moments (simulator/gcpolicy.py);
+    # "python": CPython's own schedule. Applied by `serve_forever` (a process), never to an embedding one.
+    gc_policy: str = "python"
 
     def ids(self, conn_id: str) -> IdFactory:
         """The id factory of one connection's session."""
@@ -636,9 +640,26 @@ async def serve_forever(config: ServerConfig, ready: Callable[[str], None] | Non
 
     server = RealtimeServer(config)
     base_url = await server.start()
+    collector = quiet_collector(server) if config.gc_policy == "quiet" else None
     if ready is not None:
         ready(base_url)
     try:
         await until_signalled()
     finally:
         await server.stop()
+        if collector is not None:
+            await collector.stop()
+
+
+def quiet_collector(server: RealtimeServer) -> QuietCollector:
+    """Full collections when no session is being answered (see gcpolicy.py), started now."""
+
+    def is_quiet() -> bool:
+        return not any(c.session.active_response is not None for c in server.live_carriers())
+
+    def activity() -> int:
+        return server.history.first_seq + len(server.history.records)
+
+    collector = QuietCollector(is_quiet, activity)
+    collector.start()
+    return collector

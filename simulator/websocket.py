@@ -64,8 +64,9 @@ class WebSocketCarrier(Carrier):
         self.fault_ending: str | None = None
 
     async def _transmit(self, event: dict[str, Any]) -> bool:
-        self.history.event("out", self.session.id, event)
-        await self.ws.send_frame(encode_bytes(event), WSMsgType.TEXT)  # already UTF-8: no str round trip
+        data = encode_bytes(event)
+        self.history.event("out", self.session.id, event, encoded_size=len(data))
+        await self.ws.send_frame(data, WSMsgType.TEXT)  # already UTF-8: no str round trip
         return True
 
     async def _drained(self) -> bool:

@@ -1,7 +1,7 @@
 """`rtsim serve --workers N`: N simulator processes behind one port, one simulator to the clients.
 
 The supervisor (the `rtsim serve` process) reserves the port (a socket bound with SO_REUSEPORT that never
-listens, so the port stays ours between worker restarts and no connection is queued on it), then starts
+listens: `--port 0` picks the port once for all, and no connection is ever queued on it), then starts
 N workers. Each worker is a whole `RealtimeServer` listening on that port with SO_REUSEPORT — the kernel
 spreads new connections over them — and on a private control port on loopback. All share
 `RTSIM_SECRET` (the supervisor makes one when none is set), so a token minted by one verifies on all
@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .server import RealtimeServer, ServerConfig
+from .server import RealtimeServer, ServerConfig, quiet_collector
 
 READY_TIMEOUT_SECONDS = 60.0
 
@@ -49,8 +49,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 async def supervise(
     config: ServerConfig, workers: int, *, loop: str = "asyncio", ready: Callable[[str], None] | None = None
-) -> None:
-    """Run `workers` worker processes until SIGINT/SIGTERM or until one of them ends."""
+) -> int:
+    """Run `workers` worker processes until SIGINT/SIGTERM (exit status 0) or until one of them ends
+    (1: the others are stopped too, so clients never meet a half-served port)."""
     from .signals import until_signalled
 
     reservation = reserve_port(config.host, config.port)
@@ -97,6 +98,11 @@ async def supervise(
         finally:
             for watcher in watchers:
                 watcher.cancel()
+        gone = [number for number, proc in enumerate(procs, 1) if proc.returncode is not None]
+        if gone:
+            print(f"rtsim serve: worker {gone[0]} ended; stopping the others", file=sys.stderr)
+            return 1
+        return 0
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -129,6 +135,7 @@ async def _worker(spec: dict[str, Any]) -> None:
     config = ServerConfig(**spec["config"])
     server = RealtimeServer(config)
     base_url = await server.start()
+    collector = quiet_collector(server) if config.gc_policy == "quiet" else None
     print(json.dumps({"base_url": base_url, "control": server.private_url}), flush=True)
     loop = asyncio.get_running_loop()
     peers: asyncio.Queue[str] = asyncio.Queue()
@@ -156,6 +163,8 @@ async def _worker(spec: dict[str, Any]) -> None:
             watcher.cancel()
     finally:
         await server.stop()
+        if collector is not None:
+            await collector.stop()
 
 
 def worker_main() -> int:

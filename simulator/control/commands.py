@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import faults, plan
 from ..schema import Bool, Spec, Str
+from . import fanout
 from .routes import PREFIX
 
 # `rtsim fault`'s own options; a fault parameter of the same name is reached through --param only.
@@ -103,7 +104,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "session (session faults) or applies server-wide (server faults).",
     )
     fault.add_argument("kind", choices=sorted(faults.CATALOGUE))
-    fault.add_argument("--server", required=True, metavar="URL", help="the base URL rtsim serve printed")
+    fault.add_argument(
+        "--server",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="the base URL rtsim serve printed; repeat it for several simulators (hosts behind a load "
+        "balancer): the fault goes to each, as the control API of `--workers` does",
+    )
     fault.add_argument("--session", metavar="ID")
     fault.add_argument("--key", metavar="API_KEY", help="every session of this API key")
     fault.add_argument("--key-id", metavar="ID", help="every session of this key id (as in the history)")
@@ -126,12 +134,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_sip(subparsers)
 
     sessions = subparsers.add_parser("sessions", help="list the live sessions of a running simulator")
-    sessions.add_argument("--server", required=True, metavar="URL")
+    sessions.add_argument("--server", action="append", required=True, metavar="URL", help="repeatable")
     sessions.add_argument("--admin-token")
     sessions.set_defaults(func=run_sessions)
 
     history = subparsers.add_parser("history", help="print a running simulator's history as JSON Lines")
-    history.add_argument("--server", required=True, metavar="URL")
+    history.add_argument("--server", action="append", required=True, metavar="URL", help="repeatable")
     history.add_argument("--session")
     history.add_argument("--key-id")
     history.add_argument("--kind")
@@ -167,8 +175,16 @@ def fault_request(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+def call_all(
+    servers: list[str], method: str, path: str, body: Any = None, admin_token: str | None = None, **kw: Any
+) -> list[tuple[int, Any]]:
+    """The same control call to every simulator given (one `--server` each)."""
+    return [call(server, method, path, body, admin_token, **kw) for server in servers]
+
+
 def run_fault(args: argparse.Namespace) -> int:
-    status, body = call(args.server, "POST", f"{PREFIX}/faults", fault_request(args), args.admin_token)
+    answers = call_all(args.server, "POST", f"{PREFIX}/faults", fault_request(args), args.admin_token)
+    status, body = answers[0] if len(answers) == 1 else fanout.merge_fault(answers)
     if status >= 400:
         error = body.get("error", {}) if isinstance(body, dict) else {}
         where = f" ({error['param']})" if error.get("param") else ""
@@ -188,7 +204,8 @@ def run_fault(args: argparse.Namespace) -> int:
 
 
 def run_sessions(args: argparse.Namespace) -> int:
-    status, body = call(args.server, "GET", f"{PREFIX}/sessions", admin_token=args.admin_token)
+    answers = call_all(args.server, "GET", f"{PREFIX}/sessions", admin_token=args.admin_token)
+    status, body = answers[0] if len(answers) == 1 else fanout.merge_sessions(answers)
     if status >= 400:
         print(f"rtsim sessions: {status}: {body}", file=sys.stderr)
         return 1
@@ -203,24 +220,32 @@ def run_sessions(args: argparse.Namespace) -> int:
 
 
 def run_history(args: argparse.Namespace) -> int:
+    servers: list[str] = args.server
     if args.summary:
-        status, body = call(args.server, "GET", f"{PREFIX}/summary", admin_token=args.admin_token)
+        summaries = call_all(servers, "GET", f"{PREFIX}/summary", admin_token=args.admin_token)
+        status, body = summaries[0]
+        if len(servers) > 1 and all(s < 400 for s, _ in summaries):
+            histories = call_all(servers, "GET", f"{PREFIX}/history", admin_token=args.admin_token, raw=True)
+            if all(s < 400 for s, _ in histories):
+                texts = [(number, text) for number, (_, text) in enumerate(histories, 1)]
+                body = fanout.merge_summary(texts, [b.get("max_loop_lag_ms") for _, b in summaries])
+            else:
+                status, body = next(answer for answer in histories if answer[0] >= 400)
         print(json.dumps(body, indent=2))
         return 0 if status < 400 else 1
     query = "&".join(
         f"{k}={v}" for k, v in (("session", args.session), ("key_id", args.key_id), ("kind", args.kind)) if v
     )
-    status, body = call(
-        args.server,
-        "GET",
-        f"{PREFIX}/history" + (f"?{query}" if query else ""),
-        admin_token=args.admin_token,
-        raw=True,
-    )
-    if status >= 400:
-        print(f"rtsim history: {status}: {body}", file=sys.stderr)
-        return 1
-    sys.stdout.write(body)
+    path = f"{PREFIX}/history" + (f"?{query}" if query else "")
+    answers = call_all(servers, "GET", path, admin_token=args.admin_token, raw=True)
+    for status, body in answers:
+        if status >= 400:
+            print(f"rtsim history: {status}: {body}", file=sys.stderr)
+            return 1
+    if len(answers) == 1:
+        sys.stdout.write(answers[0][1])
+    else:  # several simulators: every record, by wall-clock time, with `worker` = the --server's place
+        sys.stdout.write(fanout.merge_history([(n, text) for n, (_, text) in enumerate(answers, 1)]))
     return 0
 
 

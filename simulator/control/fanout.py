@@ -13,7 +13,8 @@ once, for both.
 - history: every worker's records ordered by wall-clock time, each with its `worker`; `since` is a `seq`
   of each worker's own history.
 - summary: computed over the merged records, their `t` re-based on wall-clock time (the workers' own
-  clocks start at different moments); `max_loop_lag_ms` is the largest of any worker.
+  clocks start at different moments) and each `conn` qualified as `conn@worker` (separate simulators
+  number their connections alike); `max_loop_lag_ms` is the largest of any worker.
 """
 
 from __future__ import annotations
@@ -93,7 +94,15 @@ def merge_history(texts: list[tuple[int, str]]) -> str:
 def merge_summary(texts: list[tuple[int, str]], lags: list[float | None]) -> dict[str, Any]:
     records = merged_records(texts)
     base = records[0]["wall"] if records else 0.0
-    rebased = [{**r, "t": round(r["wall"] - base, 6)} for r in records]
+    # Separate simulators (several --server URLs) number their connections alike: qualify them by worker.
+    rebased = [
+        {
+            **r,
+            "t": round(r["wall"] - base, 6),
+            **({"conn": f"{r['conn']}@{r['worker']}"} if "conn" in r else {}),
+        }
+        for r in records
+    ]
     known = [lag for lag in lags if lag is not None]
     return {**summarize(rebased), "max_loop_lag_ms": max(known) if known else None}
 

@@ -35,11 +35,10 @@ MAX_OUT_OF_BAND_RESPONSES = 8
 # format, voice seed, chunk size): a load test's repeated replies are converted and encoded once, not once
 # per session and chunk. Bounded in bytes (audio plus base64).
 SPEECH_CHUNK_CACHE_BYTES = 64 * 1024 * 1024
-_speech_chunk_cache: cachetools.LRUCache[tuple[str, str, int, int], tuple[bytes, tuple[str, ...]]] = (
-    cachetools.LRUCache(
-        maxsize=SPEECH_CHUNK_CACHE_BYTES,
-        getsizeof=lambda entry: max(1, len(entry[0]) + sum(len(d) for d in entry[1])),
-    )
+SpeechChunks = tuple[bytes, tuple[str, ...], tuple[str, ...]]  # audio, its deltas' base64, the text pieces
+_speech_chunk_cache: cachetools.LRUCache[tuple[str, str, int, int], SpeechChunks] = cachetools.LRUCache(
+    maxsize=SPEECH_CHUNK_CACHE_BYTES,
+    getsizeof=lambda entry: max(1, len(entry[0]) + sum(len(d) for d in entry[1]) + len(entry[0]) // 100),
 )
 
 # `response.create` parameters on a GA session: the fields of the SDK's `RealtimeResponseCreateParamsParam`.
@@ -459,9 +458,8 @@ class Responder:
         sent_bytes = 0
         first = True
         for segment_text, last in self._speech_segments(text):
-            pcm, deltas = self._speech_chunks(segment_text, fmt, chunk)
-            n_chunks = max(1, math.ceil(len(pcm) / chunk))
-            pieces = word_pieces(segment_text, n_chunks)
+            pcm, deltas, pieces = self._speech_chunks(segment_text, fmt, chunk)
+            n_chunks = len(pieces)
             for k in range(n_chunks):
                 if not first:
                     # Yield even when unpaced (due unchanged): between chunks is where faults such as an armed
@@ -520,14 +518,16 @@ class Responder:
         for index, segment in enumerate(segments):
             yield segment, index == len(segments) - 1
 
-    def _speech_chunks(self, text: str, fmt: str, chunk: int) -> tuple[bytes, tuple[str, ...]]:
-        """The speech of `text` in `fmt`, and the base64 payloads of its `chunk`-byte deltas (cached)."""
+    def _speech_chunks(self, text: str, fmt: str, chunk: int) -> SpeechChunks:
+        """The speech of `text` in `fmt`, the base64 payloads of its `chunk`-byte deltas, and the text
+        split in step with them (cached: a response's start is the costly step when many begin at once)."""
         key = (text, fmt, self.audio_seed, chunk)
         cached = _speech_chunk_cache.get(key)
         if cached is None:
             pcm = self._speech(text, fmt)
             deltas = tuple(base64.b64encode(pcm[i : i + chunk]).decode() for i in range(0, len(pcm), chunk))
-            cached = _speech_chunk_cache[key] = (pcm, deltas or ("",))
+            pieces = tuple(word_pieces(text, max(1, math.ceil(len(pcm) / chunk))))
+            cached = _speech_chunk_cache[key] = (pcm, deltas or ("",), pieces)
         return cached
 
     def _speech(self, text: str, fmt: str) -> bytes:

@@ -4,6 +4,10 @@ control API (tokens, faults, sessions, history and summary reach every worker)."
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -151,3 +155,61 @@ def test_a_fault_no_worker_could_apply_is_the_error_not_a_404() -> None:
     bad = (400, {"error": {"message": "Unknown fault kind"}})
     assert merge_fault([(404, {"error": {}}), bad]) == bad
     assert merge_fault([(404, {"error": {"m": 1}}), (404, {"error": {"m": 2}})])[0] == 404
+
+
+def test_the_cli_fans_out_over_several_servers(
+    serve_process: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several simulators (as on hosts behind a load balancer): `rtsim sessions`, `fault` and `history`
+    given every `--server` act on all of them."""
+    from websockets.sync.client import connect as connect_sync
+
+    from rtsim.simulator.cli import main
+
+    env = {"RTSIM_SECRET": "shared-by-the-fleet"}
+    urls = [serve_process(env=env)[1] for _ in range(2)]
+    servers = [arg for url in urls for arg in ("--server", url)]
+    opened = [
+        connect_sync(
+            url.replace("http://", "ws://") + "/realtime?model=gpt-realtime",
+            additional_headers={"Authorization": f"Bearer {KEY_A}"},
+        )
+        for url in urls
+    ]
+    try:
+        ids = [json.loads(ws.recv(timeout=10))["session"]["id"] for ws in opened]
+        capsys.readouterr()
+        assert main(["sessions", *servers]) == 0
+        listed = capsys.readouterr().out
+        assert all(session_id in listed for session_id in ids)
+        assert main(["history", *servers, "--kind", "session"]) == 0
+        records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert {r["session"]: r["worker"] for r in records} == {ids[0]: 1, ids[1]: 2}
+        assert main(["fault", "close", "--key", KEY_A, "--code", "1013", *servers]) == 0
+        hit = [line.split(" → ")[1].split(":")[0] for line in capsys.readouterr().out.splitlines()]
+        assert sorted(hit) == sorted(ids)
+        for ws in opened:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    ws.recv(timeout=10)
+            assert ws.close_code == 1013
+        assert main(["history", *servers, "--summary"]) == 0
+        (identity,) = json.loads(capsys.readouterr().out)["identities"]
+        assert [c["code"] for c in identity["connections"]] == [1013, 1013]
+    finally:
+        for ws in opened:
+            ws.close()
+
+
+def test_a_worker_that_dies_stops_the_others(serve_process: Callable[..., Any]) -> None:
+    proc, _ = serve_process("--workers", "2")
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert len(children) == 2
+    os.kill(int(children[0]), signal.SIGKILL)
+    assert proc.wait(timeout=30) == 1
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{child}") for child in children[1:]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{child}") for child in children[1:])
