@@ -94,6 +94,23 @@ def local_ca(ca_file: str | os.PathLike[str] | None = None) -> ServerTLS:
     return ServerTLS(context, str(path.resolve()), generated=True, temporary_dir=temporary)
 
 
+def local_ca_files(ca_file: str | os.PathLike[str]) -> str:
+    """A fresh local CA written to `ca_file`, and its server certificate with its key written beside it
+    (mode 0600); returns that file's path. For several processes that must serve the same certificate
+    (`rtsim serve --workers N`): each loads it with `own_certificate`."""
+    import trustme
+
+    authority = trustme.CA(organization_name="rtsim local CA")
+    certificate = authority.issue_cert(*LOCAL_NAMES, organization_name="rtsim")
+    path = Path(ca_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    authority.cert_pem.write_to_path(str(path))
+    server_pem = path.with_name("rtsim-server.pem")
+    server_pem.touch(mode=0o600)
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    return str(server_pem.resolve())
+
+
 def own_certificate(
     cert_file: str | os.PathLike[str],
     key_file: str | os.PathLike[str] | None,

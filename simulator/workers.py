@@ -54,6 +54,13 @@ async def supervise(
     (1: the others are stopped too, so clients never meet a half-served port)."""
     from .signals import until_signalled
 
+    if config.tls and config.tls_cert is None:
+        # One certificate for every worker: each making its own CA would leave clients trusting only one.
+        from . import tls
+
+        ca_file = config.tls_ca_file or tls.default_ca_path()
+        server_pem = await asyncio.to_thread(tls.local_ca_files, ca_file)
+        config = dataclasses.replace(config, tls_cert=server_pem, tls_key=None, tls_ca_file=ca_file)
     reservation = reserve_port(config.host, config.port)
     port = reservation.getsockname()[1]
     env = dict(os.environ)

@@ -3,10 +3,13 @@ control API (tokens, faults, sessions, history and summary reach every worker)."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -213,3 +216,38 @@ def test_a_worker_that_dies_stops_the_others(serve_process: Callable[..., Any]) 
     while any(os.path.exists(f"/proc/{child}") for child in children[1:]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(os.path.exists(f"/proc/{child}") for child in children[1:])
+
+
+async def test_every_worker_serves_the_one_certificate_the_printed_ca_issued(tmp_path: Any) -> None:
+    """With --tls, the workers share one certificate: a client trusting the printed CA reaches either one
+    (each making its own CA would leave every other worker's handshakes failing verification)."""
+    ca_file = tmp_path / "ca.pem"
+    serve = ["serve", "--port", "0", "--workers", "2", "--tls", "--tls-ca-file", str(ca_file)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rtsim.simulator.cli", *serve, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        assert url.startswith("https://127.0.0.1:"), url
+        context = ssl.create_default_context(cafile=str(ca_file))
+        seen: set[int] = set()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(MAX_TRIES):
+                async with connect(
+                    url.replace("https://", "wss://") + "/realtime?model=gpt-realtime",
+                    additional_headers={"Authorization": f"Bearer {KEY_A}"},
+                    ssl=context,
+                ) as ws:
+                    created = await recv(ws)
+                    assert created["type"] == "session.created", created
+                    sessions_url = url.removesuffix("/v1") + "/_rtsim/sessions"
+                    async with http.get(sessions_url, ssl=context) as response:
+                        listed = (await response.json())["sessions"]
+                    seen |= {s["worker"] for s in listed if s["session"] == created["session"]["id"]}
+                if seen == {1, 2}:
+                    break
+        assert seen == {1, 2}
+    finally:
+        proc.terminate()
+        await proc.wait()
