@@ -76,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--webrtc-jobs",
         type=int,
         metavar="N",
-        help="WebRTC runs at once among them (default: one per core; media costs CPU the whole call)",
+        help="WebRTC runs at once among them (default: two per core; media costs CPU the whole call)",
     )
     parser.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     parser.add_argument("--out", default="runs", metavar="DIR", help="where histories and client logs go")

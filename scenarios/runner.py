@@ -548,14 +548,15 @@ async def run_matrix(
     on_done: Callable[[RunResult, str], None] | None = None,
 ) -> list[RunResult]:
     """Every scenario against every client, `jobs` at a time (each run has its own simulator and port), at
-    most `webrtc_jobs` WebRTC runs among them (default: one per core).
+    most `webrtc_jobs` WebRTC runs among them (default: two per core).
 
     With no clients named, each scenario runs against the reference client of its transport. `progress`
     gets a line per finished run; `on_start` and `on_done` (the result and that line) feed a live display.
     """
     # A WebRTC run encodes and decodes media on both sides the whole time (a quarter of a core or so); more at
-    # once than there are cores starves every run's timeline. WebSocket runs mostly wait, and fill the rest.
-    media_slots = max(1, min(jobs, webrtc_jobs or os.cpu_count() or 1))
+    # once than two per core starves every run's timeline (three per core failed a timing bound on 2 cores).
+    # WebSocket runs mostly wait, and fill the rest.
+    media_slots = max(1, min(jobs, webrtc_jobs or 2 * (os.cpu_count() or 1)))
     startup = asyncio.Semaphore(os.cpu_count() or 1)  # clients starting at once: one per core
     pairs = matrix_pairs(scenarios, clients)
     done = 0
