@@ -77,7 +77,8 @@ node-clients:
 
 # The compatibility matrix: each pinned framework (own venv under build/compat/, npm under compat/node/) through
 # the fault scenarios over --tls. The table goes to build/compat/matrix.md (README: compat/matrix.py --readme).
-compat: $(STAMP)
+# npm-browser: the official @openai/agents-realtime bundle the browser row's page loads in Chromium.
+compat: $(STAMP) npm-browser
 	bash compat/install.sh
 	$(BIN)/python compat/matrix.py
 
