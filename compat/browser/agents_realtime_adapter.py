@@ -44,7 +44,17 @@ from cryptography.hazmat.primitives import serialization
 from playwright.async_api import async_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from scenario import EXIT_FATAL, EXIT_OK, SAMPLE_RATE, Log, Scenario, load, play_turns, run
+from scenario import (
+    EXIT_FATAL,
+    EXIT_OK,
+    SAMPLE_RATE,
+    STACKS_AFTER_END,
+    Log,
+    Scenario,
+    load,
+    play_turns,
+    run,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = Path(__file__).parent / "index.html"
@@ -211,6 +221,8 @@ async def drive(context: Any, page_url: str, scenario: Scenario, speech_seconds:
     await page.wait_for_function("window.ready === true")
     # The scenario clock (and RTSIM_READY_FILE) start once the page is loaded.
     log = Log("browser-agents-realtime")
+    # The stacks are for a page stuck past the end; Chromium's start-up is not the scenario's time.
+    faulthandler.dump_traceback_later(scenario.end_at + STACKS_AFTER_END, exit=False)
     log("browser", version=context.browser.version if context.browser else None, page=page_url)
     for event, fields in early:
         log(event, **fields)
@@ -232,7 +244,7 @@ async def drive(context: Any, page_url: str, scenario: Scenario, speech_seconds:
             "(t) => window.say(t)", {"mode": turn.mode, "text": turn.say, "seconds": seconds}
         )
         if not sent:
-            log("turn_lost", turn=turn.index, reason="the SDK's connection is closed")
+            log("turn_lost", turn=turn.index, reason="the SDK's connection is closed or cannot send")
 
     await play_turns(scenario, log, say)
     still_up = await page.evaluate("() => window.finish()")
