@@ -41,7 +41,7 @@ import aiohttp
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from playwright.async_api import async_playwright
+from playwright.async_api import BrowserContext, async_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 from scenario import (
@@ -51,6 +51,7 @@ from scenario import (
     STACKS_AFTER_END,
     Log,
     Scenario,
+    Turn,
     load,
     play_turns,
     run,
@@ -172,10 +173,20 @@ class Backend:
         return web.json_response({"value": body["value"], "expires_at": body.get("expires_at")})
 
 
+def missing() -> str | None:
+    """What this cell cannot run without, if it is not here."""
+    if not (BUNDLE / "openai-realtime-agents.mjs").exists():
+        return f"no @openai/agents-realtime bundle at {BUNDLE}: make npm-browser"
+    if not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM}: apt-get install chromium (or set RTSIM_CHROMIUM)"
+    return None
+
+
 async def main() -> int:
     scenario = load()
-    if not (BUNDLE / "openai-realtime-agents.mjs").exists():
-        print(f"no @openai/agents-realtime bundle at {BUNDLE}: make npm-browser", file=sys.stderr)
+    problem = missing()
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return EXIT_FATAL
     backend = Backend(scenario)
     page_url = await backend.start()
@@ -203,7 +214,9 @@ async def main() -> int:
             await backend.stop()
 
 
-async def drive(context: Any, page_url: str, scenario: Scenario, speech_seconds: dict[int, float]) -> int:
+async def drive(
+    context: BrowserContext, page_url: str, scenario: Scenario, speech_seconds: dict[int, float]
+) -> int:
     page = context.pages[0] if context.pages else await context.new_page()
     log: Log | None = None
     early: list[tuple[str, dict[str, Any]]] = []
@@ -238,7 +251,7 @@ async def drive(context: Any, page_url: str, scenario: Scenario, speech_seconds:
         return EXIT_FATAL
     log("connect_returned", **result)
 
-    async def say(turn: Any) -> None:
+    async def say(turn: Turn) -> None:
         seconds = speech_seconds.get(turn.index, 0.0)
         sent = await page.evaluate(
             "(t) => window.say(t)", {"mode": turn.mode, "text": turn.say, "seconds": seconds}
