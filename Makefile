@@ -26,7 +26,7 @@ chromium:
 		echo "  sudo apt-get install chromium   (Debian/Ubuntu; or set RTSIM_CHROMIUM=/path/to/chrome)"; \
 	fi
 
-# @openai/agents-realtime (its browser bundle) for tests/browser/test_agents_realtime_webrtc.py, pinned, from npm.
+# @openai/agents-realtime (its browser bundle) for the matrix's browser row (compat/browser/), pinned, from npm.
 AGENTS_REALTIME_VERSION := 0.20.0
 NPM_BROWSER := build/npm-browser
 npm-browser:
