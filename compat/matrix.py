@@ -41,6 +41,9 @@ class Framework:
     needs: str | None = None  # a file that exists once `make compat` installed it
     note: str = ""  # a row not run here, and why
     transport: str = "websocket"  # which faults apply: the WebSocket family, or the WebRTC one
+    # The adapter creates RTSIM_READY_FILE once loaded and the fault timeline waits for it; rtsim's built-in
+    # clients never create it (waited for, their faults would start only once they had exited).
+    ready_file: bool = True
 
     @property
     def installed(self) -> bool:
@@ -57,6 +60,7 @@ FRAMEWORKS = (
         "openai (Python) 3.57.0, `realtime.connect(on_reconnecting=...)`",
         ("build/compat/openai-python/bin/python", "-m", "rtsim.clients.openai_sdk"),
         needs="build/compat/openai-python/bin/python",
+        ready_file=False,
     ),
     Framework(
         "openai-node",
@@ -129,7 +133,8 @@ def cell_command(scenario_path: Path, framework: Framework) -> str:
     # `rtsim run NAME` finds a built-in scenario anywhere under the library.
     target = scenario_path.stem if scenario_path.is_relative_to(LIBRARY) else str(relative)
     command = shlex.quote(shlex.join(framework.command))
-    return f".venv/bin/rtsim run {target} --tls --client-ready-file --client-cmd {command}"
+    ready = " --client-ready-file" if framework.ready_file else ""
+    return f".venv/bin/rtsim run {target} --tls{ready} --client-cmd {command}"
 
 
 def brief(reason: str, limit: int = 160) -> str:
@@ -226,7 +231,7 @@ async def run(
     scenarios: list[Scenario] = [load(path) for _, path in COLUMNS[transport]]
     # The adapters create RTSIM_READY_FILE once their framework has loaded (imports take up to ~17 s).
     clients = [
-        ClientSpec(f.name, absolute(f.command), ready_file=True)
+        ClientSpec(f.name, absolute(f.command), ready_file=f.ready_file)
         for f in frameworks
         if f.transport == transport and f.installed and not f.note
     ]

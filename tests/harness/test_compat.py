@@ -145,3 +145,15 @@ def test_context_counts_only_when_a_new_session_was_opened(matrix: ModuleType) -
     two_sessions = Verdict("reconnected_within", True, figures={"sessions": 2})
     reconnected = result("close-1011", "x", [restored, two_sessions])
     assert matrix.context_text(reconnected) == "PASS"
+
+
+def test_the_fault_timeline_waits_only_for_clients_that_say_they_are_loaded(matrix: ModuleType) -> None:
+    """rtsim's built-in SDK client never creates RTSIM_READY_FILE: waited for, its fault timeline would start
+    only once it had exited (or after 60 s), so every fault column would read 'not exercised'."""
+    python = next(f for f in matrix.FRAMEWORKS if f.name == "openai-python")
+    assert not python.ready_file
+    assert "--client-ready-file" not in matrix.cell_command(LIBRARY / "close-1011.yaml", python)
+    source = (ROOT / "clients" / "openai_sdk.py").read_text()
+    assert "RTSIM_READY_FILE" not in source  # once it does, flip its ready_file
+    adapters = [f for f in matrix.FRAMEWORKS if f.name != "openai-python"]
+    assert all(f.ready_file for f in adapters)  # compat/*/scenario.* create the file once loaded
