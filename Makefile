@@ -26,7 +26,7 @@ chromium:
 		echo "  sudo apt-get install chromium   (Debian/Ubuntu; or set RTSIM_CHROMIUM=/path/to/chrome)"; \
 	fi
 
-# @openai/agents-realtime (its browser bundle) for tests/browser/test_agents_realtime_webrtc.py, pinned, from npm.
+# @openai/agents-realtime (its browser bundle) for the matrix's browser row (compat/browser/), pinned, from npm.
 AGENTS_REALTIME_VERSION := 0.20.0
 NPM_BROWSER := build/npm-browser
 npm-browser:
@@ -77,7 +77,8 @@ node-clients:
 
 # The compatibility matrix: each pinned framework (own venv under build/compat/, npm under compat/node/) through
 # the fault scenarios over --tls. The table goes to build/compat/matrix.md (README: compat/matrix.py --readme).
-compat: $(STAMP)
+# npm-browser: the official @openai/agents-realtime bundle the browser row's page loads in Chromium.
+compat: $(STAMP) npm-browser
 	bash compat/install.sh
 	$(BIN)/python compat/matrix.py
 

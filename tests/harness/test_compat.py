@@ -43,7 +43,10 @@ def test_audio_turns_get_the_voice_the_python_clients_stream(tmp_path: Path) -> 
 
 
 def result(scenario_name: str, client: str, verdicts: list[Verdict]) -> RunResult:
-    path = LIBRARY / f"{scenario_name}.yaml"
+    return result_at(LIBRARY / f"{scenario_name}.yaml", client, verdicts)
+
+
+def result_at(path: Path, client: str, verdicts: list[Verdict]) -> RunResult:
     return RunResult(load(path), ClientSpec(client, ["true"]), verdicts, 0, 1.0)
 
 
@@ -57,7 +60,7 @@ def test_the_table_shows_each_cell_and_the_checkers_reason(matrix: ModuleType) -
         ("openai-node", "drop-mid-response"): result("drop-mid-response", "openai-node", [passed]),
         ("openai-node", "close-1011"): result("close-1011", "openai-node", [passed, lost]),
     }
-    text = matrix.table(results, [node, browser], 12.0)
+    text = matrix.table(results, [node, browser], 12.0, "websocket")
     row = next(line for line in text.splitlines() if line.startswith(f"| {node.label}"))
     cells = [cell.strip() for cell in row.strip("|").split(" | ")]
     header = next(line for line in text.splitlines() if line.startswith("| client"))
@@ -68,7 +71,9 @@ def test_the_table_shows_each_cell_and_the_checkers_reason(matrix: ModuleType) -
     assert "\\|" in by_column["close 1011"]  # a pipe in a reason does not split the markdown cell
     assert by_column["context after reconnect"] == "— (no new session)"  # these verdicts report no sessions
     assert by_column["session cap"] == "not run"
-    assert "P6" in next(line for line in text.splitlines() if line.startswith(f"| {browser.label}"))
+    assert (
+        browser.label not in text
+    )  # a WebRTC client has a table of its own: WebSocket faults miss its calls
     assert (
         "- openai-node × close 1011: `.venv/bin/rtsim run close-1011 --tls --client-ready-file --client-cmd "
         "'node compat/node/openai-sdk.mjs'`" in text
@@ -78,7 +83,39 @@ def test_the_table_shows_each_cell_and_the_checkers_reason(matrix: ModuleType) -
 def test_a_framework_not_installed_says_how_to_install_it(matrix: ModuleType) -> None:
     absent = matrix.Framework("x", "x 1.0", ("build/compat/none/bin/python", "a.py"), needs="build/none")
     assert not absent.installed
-    assert "not installed (`make compat`)" in matrix.table({}, [absent], 0.0)
+    assert "not installed (`make compat`)" in matrix.table({}, [absent], 0.0, "websocket")
+
+
+def test_the_browser_row_is_a_real_webrtc_cell(matrix: ModuleType) -> None:
+    browser = next(f for f in matrix.FRAMEWORKS if f.name == "agents-realtime-browser")
+    assert browser.transport == "webrtc" and not browser.note
+    assert browser.needs.endswith("@openai/agents-realtime/dist/bundle/openai-realtime-agents.mjs")
+    assert (ROOT / browser.command[1]).exists()  # the adapter
+    drop = Verdict("reconnected_within", False, "the call ended at t=2.1s and the client never called again")
+    results = {
+        (browser.name, "text-and-voice"): result_at(
+            ROOT / "compat/scenarios/text-and-voice.yaml", browser.name, []
+        ),
+        (browser.name, "webrtc-sctp-abort"): result_at(
+            LIBRARY / "webrtc" / "webrtc-sctp-abort.yaml", browser.name, [drop]
+        ),
+    }
+    text = matrix.table(results, [browser], 30.0, "webrtc")
+    header = next(line for line in text.splitlines() if line.startswith("| client"))
+    row = next(line for line in text.splitlines() if line.startswith(f"| {browser.label}"))
+    columns = [cell.strip() for cell in header.strip("|").split(" | ")]
+    by_column = dict(zip(columns, [cell.strip() for cell in row.strip("|").split(" | ")], strict=True))
+    assert by_column["text + voice turn"] == "PASS"
+    assert by_column["SCTP abort"].startswith("FAIL — reconnected_within: the call ended")
+    assert by_column["context after reconnect"] == "not run"  # its column comes from the data channel close
+    assert "1006 drop" not in columns  # WebSocket faults never reach a WebRTC call
+    adapter = "'.venv/bin/python compat/browser/agents_realtime_adapter.py'"
+    # The built-in WebRTC scenarios are named, not pathed: `rtsim run NAME` finds them under the library.
+    assert (
+        "SCTP abort: `.venv/bin/rtsim run webrtc-sctp-abort --tls --client-ready-file "
+        f"--client-cmd {adapter}`" in text
+    )
+    assert "2 cells in 30 s" in text
 
 
 def test_the_readme_gets_the_table_between_its_markers(
@@ -89,6 +126,10 @@ def test_the_readme_gets_the_table_between_its_markers(
     monkeypatch.setattr(matrix, "README", readme)
     matrix.write_readme("| new |\n")
     assert readme.read_text() == f"intro\n{matrix.BEGIN}\n| new |\n{matrix.END}\nrest\n"
+    begin, end = matrix.markers("webrtc")
+    readme.write_text(f"{matrix.BEGIN}\nws\n{matrix.END}\n{begin}\nold\n{end}\n")
+    matrix.write_readme("| rtc |\n", "webrtc")  # one transport's table, the other left as it was
+    assert readme.read_text() == f"{matrix.BEGIN}\nws\n{matrix.END}\n{begin}\n| rtc |\n{end}\n"
 
 
 def test_the_plain_turn_scenario_has_a_text_and_a_voice_turn() -> None:
@@ -104,3 +145,15 @@ def test_context_counts_only_when_a_new_session_was_opened(matrix: ModuleType) -
     two_sessions = Verdict("reconnected_within", True, figures={"sessions": 2})
     reconnected = result("close-1011", "x", [restored, two_sessions])
     assert matrix.context_text(reconnected) == "PASS"
+
+
+def test_the_fault_timeline_waits_only_for_clients_that_say_they_are_loaded(matrix: ModuleType) -> None:
+    """rtsim's built-in SDK client never creates RTSIM_READY_FILE: waited for, its fault timeline would start
+    only once it had exited (or after 60 s), so every fault column would read 'not exercised'."""
+    python = next(f for f in matrix.FRAMEWORKS if f.name == "openai-python")
+    assert not python.ready_file
+    assert "--client-ready-file" not in matrix.cell_command(LIBRARY / "close-1011.yaml", python)
+    source = (ROOT / "clients" / "openai_sdk.py").read_text()
+    assert "RTSIM_READY_FILE" not in source  # once it does, flip its ready_file
+    adapters = [f for f in matrix.FRAMEWORKS if f.name != "openai-python"]
+    assert all(f.ready_file for f in adapters)  # compat/*/scenario.* create the file once loaded
