@@ -51,9 +51,10 @@ class SessionView:
 
     @property
     def closed_gracefully_by_client(self) -> bool:
-        # WebRTC has no close codes: a client's hangup is recorded with code None
+        # WebRTC has no close codes: a client's hangup is recorded with code None. A close frame with no
+        # status (1005) is as deliberate as 1000: it is what a browser's `WebSocket.close()` sends.
         close = self.close or {}
-        return close.get("by") == "client" and close.get("code") in (1000, None)
+        return close.get("by") == "client" and close.get("code") in (1000, 1005, None)
 
     def out(self, *types: str) -> list[dict[str, Any]]:
         return [r for r in self.events if r["dir"] == "out" and r["event"].get("type") in types]
@@ -721,7 +722,7 @@ def no_leaked_sessions(run: RunView) -> Verdict:
             "no_leaked_sessions",
             False,
             f"the last session ended {close.get('code')} by "
-            f"{close.get('by')}, not closed by the client with 1000",
+            f"{close.get('by')}, not closed by the client (1000, or a close frame without a status)",
             [_brief(close)] if close else [],
         )
     refused = [h for h in run.handshakes if h.get("reason") == "concurrent_session_limit"]

@@ -414,6 +414,19 @@ def test_no_leaked_sessions() -> None:
     limit = reconnecting_run(gap=0.4, restore=True)
     limit.handshake(9.5, accepted=False, status=429, reason="concurrent_session_limit")
     assert "concurrent-session limit" in check("no_leaked_sessions", limit.view()).reason
+    # A close frame without a status (1005: a browser's `WebSocket.close()`) is a deliberate close; a drop
+    # (1006) or a server's close is not the client closing its session.
+    for code, by, ok in (
+        (1000, "client", True),
+        (1005, "client", True),
+        (1006, "client", False),
+        (1005, "server", False),
+    ):
+        closed = Timeline()
+        sid, conn = closed.session(0.0)
+        closed.close(1.0, sid, conn, code, by)
+        verdict = check("no_leaked_sessions", closed.view())
+        assert verdict.ok is ok, (code, by, verdict.reason)
 
 
 def test_survives_errors_and_sessions_at_most() -> None:

@@ -113,7 +113,7 @@ def test_rtsim_run_fails_a_leaking_client_with_the_reason(
     out = capsys.readouterr().out
     assert code == 1
     # the process ended without a close frame: the OS closed its socket, the server saw a bare 1006
-    assert "FAIL" in out and "no_leaked_sessions" in out and "not closed by the client with 1000" in out
+    assert "FAIL" in out and "no_leaked_sessions" in out and "not closed by the client" in out
     failure = ElementTree.parse(junit).getroot().find("testcase/failure")
     assert failure is not None and "no_leaked_sessions" in (failure.text or "")
 
