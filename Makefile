@@ -55,9 +55,10 @@ report-screenshot: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rtsim demo
 
+# Three test processes on two cores: most tests wait on real sockets and timelines (12 min serial, 5 here).
 test: $(STAMP) node-clients
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3
 
 bench: $(STAMP)
 	$(BIN)/rtsim bench sessions
