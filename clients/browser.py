@@ -38,6 +38,7 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
+from rtsim.clients import tls
 from rtsim.clients.common import EXIT_FATAL, EXIT_USAGE, ClientEnv, JsonLog, UsageError, run_cli
 from rtsim.clients.reference_webrtc import Settings
 from rtsim.clients.webrtc_call import CallRefused, mint_token
@@ -215,7 +216,7 @@ class Backend:
             return web.json_response({"error": "call_id"}, status=400)
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
             async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http,
+                tls.http_session(self.env.base_url, timeout=aiohttp.ClientTimeout(total=3)) as http,
                 http.post(
                     f"{self.env.base_url}/realtime/calls/{call_id}/hangup",
                     headers={"Authorization": f"Bearer {self.env.api_key}"},
@@ -240,7 +241,7 @@ class Backend:
     async def forward_records(self) -> None:
         """Put the page's reports into the simulator's history, in batches, as they come."""
         url = control_root(self.env.base_url) + f"{PREFIX}/client-records"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        async with tls.http_session(url, timeout=aiohttp.ClientTimeout(total=5)) as http:
             while True:
                 batch = [await self.records.get()]
                 while not self.records.empty() and len(batch) < 50:
@@ -277,6 +278,9 @@ async def drive(env: ClientEnv, settings: Settings, log: JsonLog, workdir: Path)
         return EXIT_FATAL
     microphone = workdir / "microphone.wav"
     write_fake_microphone(microphone, env.seed or 0)
+    flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"]
+    if (pin := await tls.verified_spki_pin(env.base_url)) is not None:
+        flags.append(f"--ignore-certificate-errors-spki-list={pin}")  # the simulator's own certificate only
     backend = Backend(env, settings, log)
     await backend.start()
     forwarding = asyncio.ensure_future(backend.forward_records())
@@ -287,7 +291,7 @@ async def drive(env: ClientEnv, settings: Settings, log: JsonLog, workdir: Path)
                 str(workdir / "profile"),  # a new, empty profile: no state from any other run
                 executable_path=executable,
                 headless=True,
-                args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
+                args=flags,
             )
             page = context.pages[0] if context.pages else await context.new_page()
             page.on("console", lambda m: m.type in ("error", "warning") and log("console", text=m.text))

@@ -8,11 +8,16 @@ a library reading the variable itself.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import functools
+import hashlib
 import os
 import ssl
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,3 +43,30 @@ def http_session(url: str, env: Mapping[str, str] = os.environ, **options: Any) 
     context = context_for(url, env)
     connector = aiohttp.TCPConnector(ssl=context) if context is not None else None
     return aiohttp.ClientSession(connector=connector, **options)
+
+
+async def verified_spki_pin(url: str, env: Mapping[str, str] = os.environ) -> str | None:
+    """The base64 SHA-256 of the server's public key, for Chromium's `--ignore-certificate-errors-spki-list`
+    (Chromium keeps its own trust store and takes no CA file); None for http. The certificate is verified
+    against SSL_CERT_FILE first, so only a server that CA vouches for is pinned."""
+    context = context_for(url, env)
+    if context is None:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    parts = urlsplit(url)
+    _, writer = await asyncio.open_connection(
+        parts.hostname, parts.port or 443, ssl=context, server_hostname=parts.hostname
+    )
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    public_key = x509.load_der_x509_certificate(der).public_key()
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()

@@ -190,3 +190,20 @@ async def test_the_page_rtsim_serves_works_with_the_backend_named_in_its_url(tmp
     assert result.passed, explain(result)
     assert result.log_path is not None
     assert "/_rtsim/client/index.html?backend=http://localhost:" in result.log_path.read_text()
+
+
+async def test_over_tls_the_page_trusts_only_the_simulators_verified_certificate(tmp_path: Path) -> None:
+    """`rtsim run --tls --client browser`: Chromium takes no CA file, so the client verifies the simulator's
+    certificate against SSL_CERT_FILE and pins that one key; the page's cross-origin https calls succeed."""
+    scenario = from_dict(
+        {
+            "name": "browser-tls",
+            "transport": "webrtc",
+            "duration": 6,
+            "user": [{"at": 0.5, "say": "My name is Alice."}, {"at": 3.0, "say": "What is my name?"}],
+            "checks": ["no_lost_turns", {"answer": {"turn": 1, "contains": "Alice"}}, "no_leaked_sessions"],
+        }
+    )
+    result = await run_one(scenario, BROWSER, out_dir=tmp_path, tls=True)
+    assert result.passed, explain(result)
+    assert any(r["kind"] == "http" and "/realtime/calls" in str(r.get("path")) for r in result.records)
