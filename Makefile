@@ -55,10 +55,11 @@ report-screenshot: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rtsim demo
 
-# Three test processes on two cores: most tests wait on real sockets and timelines (12 min serial, 5 here).
+# Three test processes on two cores: most tests wait on real sockets and timelines (12 min serial, 5 here);
+# tests of one xdist_group (the Chromium ones) share a process.
 test: $(STAMP) node-clients
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -n 3
+	$(BIN)/pytest -q -n 3 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/rtsim bench sessions

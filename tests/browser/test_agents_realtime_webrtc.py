@@ -21,6 +21,9 @@ from rtsim.scenarios.runner import ClientSpec, RunResult, run_one
 from rtsim.scenarios.screenshot import chromium_path
 from rtsim.scenarios.spec import LIBRARY, load
 
+# One Chromium at a time under `pytest -n`: these tests read browser timing.
+pytestmark = pytest.mark.xdist_group("chromium")
+
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "build" / "npm-browser" / "node_modules" / "@openai" / "agents-realtime" / "dist" / "bundle"
 ADAPTER = ROOT / "compat" / "browser" / "agents_realtime_adapter.py"

@@ -16,6 +16,8 @@ from rtsim.scenarios.spec import discover, from_dict
 from rtsim.simulator.server import RealtimeServer
 
 BROWSER = ClientSpec.named("browser")
+# One Chromium at a time under `pytest -n`: these tests read timing-sensitive getStats.
+pytestmark = pytest.mark.xdist_group("chromium")
 
 
 @pytest.fixture(autouse=True)
@@ -134,7 +136,9 @@ async def test_udp_loss_shows_in_the_browsers_getstats(tmp_path: Path) -> None:
     fault = next(r for r in result.records if r["kind"] == "fault" and r["fault"] == "webrtc-loss")
     stats = client_records(result, "stats")
     before = [s for s in stats if s["t"] < fault["t"]]
-    after = [s for s in stats if fault["t"] + 2 < s["t"] < fault["t"] + 3]
+    # Samples come about once a second, later when the machine is busy: the last one taken while the loss
+    # (3 s) was on or just after, with at least a second of it behind.
+    after = [s for s in stats if fault["t"] + 1 < s["t"] < fault["t"] + 3.5]
     assert before and after, stats
     assert before[-1]["packetsLost"] == 0
     lost = after[-1]["packetsLost"] - before[-1]["packetsLost"]

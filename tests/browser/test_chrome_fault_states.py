@@ -20,6 +20,9 @@ from rtsim.clients.webrtc_call import mint_token
 from rtsim.scenarios.screenshot import chromium_path
 from rtsim.simulator.server import RealtimeServer
 
+# One Chromium at a time under `pytest -n`: these tests read browser timing.
+pytestmark = pytest.mark.xdist_group("chromium")
+
 KEY = "sk-test-key"
 PROBE_PAGE = "<!doctype html><title>probe</title>"
 PROBE = """
