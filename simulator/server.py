@@ -26,6 +26,7 @@ from .admission import (
     MISSING_CREDENTIAL_REFUSAL,
     MODEL_CLOSE,
     Admission,
+    Admitted,
     Refusal,
     incorrect_key_message,
     json_error,
@@ -498,6 +499,28 @@ class RealtimeServer:
         if not isinstance(body, dict):
             raise RealtimeError("Invalid body: expected a JSON object.", code="invalid_type")
         return body
+
+    async def call_route(
+        self, request: web.Request, act: Callable[[Admitted], Awaitable[None]]
+    ) -> web.Response:
+        """A `/v1/realtime/calls/{id}/...` route (WebRTC hangup; SIP accept, reject, refer, hangup):
+        authenticate, act, answer 200 with no body or the refusal's JSON error; record the request."""
+        status, admitted = 200, None
+        try:
+            admitted = self.admission.authenticate(request)
+            await act(admitted)
+            response = web.Response(status=200)
+        except Refusal as refusal:
+            status, response = refusal.status, refusal.response()
+        self.history.record(
+            "http",
+            method=request.method,
+            path=request.path,
+            status=status,
+            key_id=admitted.key_id if admitted else None,
+            reason=None if status == 200 else "refused",
+        )
+        return response
 
     async def _rest(
         self, request: web.Request, handler: Callable[[str, dict[str, Any]], Awaitable[web.Response]]

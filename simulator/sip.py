@@ -318,27 +318,16 @@ class SipEndpoint:
         return incoming
 
     async def _route(self, request: web.Request, action: Any) -> web.Response:
-        """Authenticate, read the JSON body, act; record the request; refusals as their JSON errors."""
-        status, admitted = 200, None
-        try:
-            admitted = self.server.admission.authenticate(request)
+        """Read the JSON body and act, through the server's call route; a bad body is a 400."""
+
+        async def act(admitted: Admitted) -> None:
             try:
                 body = await self.server._json_body(request)  # the REST routes' reading and wording
                 await action(request.match_info["call_id"], admitted, body, request)
             except RealtimeError as exc:
                 raise Refusal(400, "invalid_request", exc.message, code=exc.code, param=exc.param) from None
-            response = web.Response(status=200)
-        except Refusal as refusal:
-            status, response = refusal.status, refusal.response()
-        self.server.history.record(
-            "http",
-            method=request.method,
-            path=request.path,
-            status=status,
-            key_id=admitted.key_id if admitted else None,
-            reason=None if status == 200 else "refused",
-        )
-        return response
+
+        return await self.server.call_route(request, act)
 
     async def accept(self, request: web.Request) -> web.Response:
         return await self._route(request, self._accept)

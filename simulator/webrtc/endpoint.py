@@ -118,24 +118,10 @@ class WebRTCEndpoint:
     # ---- POST /v1/realtime/calls/{call_id}/hangup ------------------------------------------------------
 
     async def hangup(self, request: web.Request) -> web.Response:
-        call_id = request.match_info["call_id"]
-        status, admitted = 200, None
-        try:
-            admitted = self.server.admission.authenticate(request)
-            call = self._find(call_id, admitted)
-            await call.close(reason="hangup", by="client")
-            response = web.Response(status=200)
-        except Refusal as refusal:
-            status, response = refusal.status, refusal.response()
-        self.server.history.record(
-            "http",
-            method=request.method,
-            path=request.path,
-            status=status,
-            key_id=admitted.key_id if admitted else None,
-            reason=None if status == 200 else "refused",
-        )
-        return response
+        async def act(admitted: Admitted) -> None:
+            await self._find(request.match_info["call_id"], admitted).close(reason="hangup", by="client")
+
+        return await self.server.call_route(request, act)
 
     def _find(self, call_id: str, admitted: Admitted) -> Call:
         call = self.server.calls.get(call_id)
