@@ -53,7 +53,6 @@ class McpServers:
     state: SessionState
     conversation: Conversation
     listings: dict[str, Listing] = field(default_factory=dict)
-    timers: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
     # Armed by faults: the next listing fails; the next call fails with this error type.
     fail_next_listing: bool = False
     fail_next_call: str | None = None
@@ -220,13 +219,4 @@ class McpServers:
         if self.state.limits.mcp_latency <= 0:
             action()  # no latency: at once, so a response created next already sees the tools
         else:
-            self.timers.append((due, action))
-
-    def next_due(self) -> float | None:
-        return min((due for due, _ in self.timers), default=None)
-
-    def run_due(self, now: float) -> None:
-        due_now = [timer for timer in self.timers if timer[0] <= now]
-        self.timers = [timer for timer in self.timers if timer[0] > now]
-        for _, action in sorted(due_now, key=lambda timer: timer[0]):
-            action()
+            self.state.later(due, action)

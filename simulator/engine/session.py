@@ -240,7 +240,6 @@ class Session:
         """Run everything due by `now`: timed work and paced response steps, then the session cap and the
         idle timeout."""
         self._state.run_timers(now)
-        self._responder.mcp.run_due(now)
         self._responder.run_due(now)
         if self._state.close_request is not None:
             return
@@ -256,9 +255,6 @@ class Session:
         timer = self._state.next_timer
         if timer is not None:
             due.append(timer)
-        mcp_due = self._responder.mcp.next_due()
-        if mcp_due is not None:
-            due.append(mcp_due)
         due.append(self.deadline)
         due.append(self._idle_deadline())
         return min(due)
