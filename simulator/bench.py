@@ -2,8 +2,8 @@
 
 `rtsim bench sessions` starts `rtsim serve` as its own process, opens N WebSocket sessions from this
 process, has each ask for a long spoken reply, and measures how late each realtime-paced audio delta
-arrives against its schedule (the request + k × 100 ms), plus the server's CPU use. Client and server
-share this machine's cores, as they would on a CI runner.
+arrives against its schedule (the request + the first delta's due time + k × 100 ms), plus the server's
+CPU use. Client and server share this machine's cores, as they would on a CI runner.
 """
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ import time
 from typing import Any
 
 from .demo import start_server
+from .engine.state import Limits
+
+_DEFAULTS = Limits()
 
 REPLY_TEXT = "Please repeat after me: " + "the quick brown fox jumps over the lazy dog " * 3
+# When the first audio delta is due after the request, on the default session's timeline: the model's
+# latency, then the gap between the audio part's announcement and its first audio.
+FIRST_DELTA_DUE = _DEFAULTS.response_latency + _DEFAULTS.audio_start_delay
 DELTA_PREFIX = '{"type":"response.output_audio.delta"'
 
 
@@ -61,7 +67,7 @@ async def _one_session(
             )
         )
         await ws.send('{"type":"response.create"}')
-        asked = time.monotonic()  # delta k is due k × 100 ms after the client asked (latency 0)
+        asked = time.monotonic() + FIRST_DELTA_DUE  # delta k is due k × 100 ms after this
         k, first = 0, 0.0
         async for message in ws:
             assert isinstance(message, str)
@@ -195,7 +201,7 @@ def _print_webrtc(args: argparse.Namespace) -> int:
 def _print_sessions(args: argparse.Namespace) -> int:
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     print(f"reply: {len(REPLY_TEXT)} chars of transcript per session; "
-          "lateness = arrival - (request sent + k*100 ms)")
+          f"lateness = arrival - (request sent + {FIRST_DELTA_DUE * 1000:g} ms + k*100 ms)")
     run_sessions(levels, procs=args.client_procs)
     return 0
 
