@@ -67,13 +67,13 @@ async def _one_session(
             )
         )
         await ws.send('{"type":"response.create"}')
-        asked = time.monotonic() + FIRST_DELTA_DUE  # delta k is due k × 100 ms after this
+        first_due = time.monotonic() + FIRST_DELTA_DUE  # delta k is due k × 100 ms after this
         k, first = 0, 0.0
         async for message in ws:
             assert isinstance(message, str)
             if message.startswith(DELTA_PREFIX):
                 now = time.monotonic()
-                lateness.append(now - (asked + k * 0.1))
+                lateness.append(now - (first_due + k * 0.1))
                 first = first or now
                 jitter.append(now - (first + k * 0.1))
                 k += 1

@@ -75,9 +75,9 @@ async def serve_bare(ready: Callable[[str], None]) -> None:
         else:
             return
         loop = asyncio.get_running_loop()
-        asked = loop.time() + bench.FIRST_DELTA_DUE  # the engine's timeline: its first audio comes then
+        first_due = loop.time() + bench.FIRST_DELTA_DUE  # the engine's timeline: its first audio comes then
         for k, frame in enumerate(deltas):
-            wait = asked + k * CHUNK_SECONDS - loop.time()
+            wait = first_due + k * CHUNK_SECONDS - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             await ws.send(frame)
