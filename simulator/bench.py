@@ -20,12 +20,10 @@ from typing import Any
 from .demo import start_server
 from .engine.state import Limits
 
-_DEFAULTS = Limits()
-
 REPLY_TEXT = "Please repeat after me: " + "the quick brown fox jumps over the lazy dog " * 3
 # When the first audio delta is due after the request, on the default session's timeline: the model's
 # latency, then the gap between the audio part's announcement and its first audio.
-FIRST_DELTA_DUE = _DEFAULTS.response_latency + _DEFAULTS.audio_start_delay
+FIRST_DELTA_DUE = Limits().response_latency + Limits().audio_start_delay
 DELTA_PREFIX = '{"type":"response.output_audio.delta"'
 
 

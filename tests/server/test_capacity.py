@@ -41,6 +41,32 @@ def test_the_bare_server_pushes_the_engines_own_frames() -> None:
     assert len(deltas) == 108  # the bench reply: 10.8 s of audio in 100 ms chunks
 
 
+def test_the_bench_timeline_is_the_engines_own() -> None:
+    # The default session at real-time pacing: when does the engine produce its first audio delta?
+    from rtsim.simulator.bench import REPLY_TEXT
+    from rtsim.simulator.engine import Limits, Session
+    from rtsim.simulator.model import ScriptedModel
+    from rtsim.simulator.protocol import IdFactory
+
+    session = Session(
+        ids=IdFactory.seeded(0, "timeline"), model=ScriptedModel(), now=0.0, wall=0.0, limits=Limits(pacing=1)
+    )
+    session.start(0.0)
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": REPLY_TEXT}]}
+    session.receive({"type": "conversation.item.create", "item": item}, 0.0)
+    session.receive({"type": "response.create"}, 0.0)
+    now, first_delta_at = 0.0, None
+    events = session.drain()
+    while first_delta_at is None and (deadline := session.next_deadline()) is not None:
+        assert all(e["type"] != "response.output_audio.delta" for e in events)
+        now = deadline
+        session.advance(now)
+        events = session.drain()
+        if any(e["type"] == "response.output_audio.delta" for e in events):
+            first_delta_at = now
+    assert first_delta_at == pytest.approx(FIRST_DELTA_DUE)
+
+
 async def test_the_bare_server_paces_a_reply_at_real_time_on_the_engines_timeline() -> None:
     proc, url = start_bare_server()
     try:
